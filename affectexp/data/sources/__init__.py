@@ -1,0 +1,1 @@
+"""Readers that turn a data set on disk into a table of face rows (see rows.py)."""

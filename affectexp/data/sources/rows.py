@@ -1,0 +1,75 @@
+"""The table every source produces: one row per face to crop, in AffectNet's label space.
+
+Columns of a row table (pandas DataFrame):
+    row_id      str    where the row came from, e.g. "training.csv:12" (line number, 1-based)
+    path        str    absolute path of the image file
+    x, y, w, h  float  face box in pixels (x is the column), NaN when the source has no box
+    landmarks   str    AffectNet's 'x1;y1;...' string, or "" when the source has none
+    expression  int    AffectNet expression code (0..10)
+    valence     float  [-1, 1], or -2 where not annotated
+    arousal     float  [-1, 1], or -2 where not annotated
+    split       str    "train", "val" or "test" as the source defines it ("train" rows may
+                       later lose a part to "val", see splits.py)
+
+Rows a source refuses are returned beside the table as a skipped table (row_id, path, reason).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pandas as pd
+
+from affectexp.errors import UserInputError
+
+ROW_COLUMNS = ("row_id", "path", "x", "y", "w", "h", "landmarks", "expression", "valence", "arousal", "split")
+SKIPPED_COLUMNS = ("row_id", "path", "reason")
+
+
+class SourceError(UserInputError):
+    """A data set that cannot be read at all; raised before any image is touched."""
+
+
+@dataclass
+class SourceRows:
+    rows: pd.DataFrame
+    skipped: pd.DataFrame
+
+
+def empty_skipped() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in SKIPPED_COLUMNS})
+
+
+def skipped_rows(frame: pd.DataFrame, reason: str) -> pd.DataFrame:
+    """The (row_id, path, reason) rows of the part of a row table that is dropped for `reason`."""
+    return pd.DataFrame({"row_id": frame["row_id"].values, "path": frame["path"].values, "reason": reason})
+
+
+def split_off(rows: pd.DataFrame, drop_mask, reason: str, skipped: list[pd.DataFrame]) -> pd.DataFrame:
+    """Remove the rows where `drop_mask` holds, recording them in `skipped` under `reason`."""
+    dropped = rows[drop_mask]
+    if len(dropped):
+        skipped.append(skipped_rows(dropped, reason))
+    return rows[~drop_mask]
+
+
+def concat_skipped(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    parts = [p for p in parts if len(p)]
+    return pd.concat(parts, ignore_index=True) if parts else empty_skipped()
+
+
+def inside_root(root: str, relative_paths: pd.Series) -> pd.Series:
+    """True where root/relative_path stays inside root once '..' and absolute parts are resolved.
+
+    Purely lexical, so it costs no file-system call per row; a CSV can never make the
+    preprocessor open a file outside the data set.
+    """
+    root = os.path.normpath(os.path.abspath(root))
+    prefix = root + os.sep
+
+    def stays_inside(relative: str) -> bool:
+        full = os.path.normpath(os.path.join(root, relative))
+        return full.startswith(prefix)
+
+    return relative_paths.astype(str).map(stays_inside).astype(bool)

@@ -1,0 +1,43 @@
+"""The embedded synthetic data set: generated in AffectNet's layout, then read as AffectNet."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from affectexp.data.sources.affectnet import AffectNetSource
+from affectexp.data.sources.rows import SourceRows
+
+log = logging.getLogger(__name__)
+
+
+class SyntheticSource:
+    """Generates the synthetic set under `root` on first use, then reads it like AffectNet.
+
+    Args:
+        name: the data set's name (used in cache file names).
+        root: where the set lives (created if missing).
+        train_per_class: faces per expression code 0-7 in training.csv.
+        test_per_class: faces per expression code 0-7 in validation.csv.
+        seed: the generator's seed; the same seed gives the same files.
+        num_workers: generator processes; None uses every core.
+    """
+
+    def __init__(self, name: str, root: str, train_per_class: int, test_per_class: int, seed: int = 0,
+                 num_workers: int | None = None):
+        self.name = name
+        self.root = Path(root)
+        self.train_per_class = train_per_class
+        self.test_per_class = test_per_class
+        self.seed = seed
+        self.num_workers = num_workers
+
+    def list_files(self) -> list[Path]:
+        return AffectNetSource(self.name, str(self.root)).list_files()
+
+    def read(self) -> SourceRows:
+        from affectexp.data.synthetic import ensure_synthetic
+
+        generated = ensure_synthetic(self.root, self.train_per_class, self.test_per_class, self.seed, self.num_workers)
+        log.info("%s synthetic data set at %s", "Generated" if generated else "Reusing", self.root)
+        return AffectNetSource(self.name, str(self.root)).read()

@@ -1,0 +1,24 @@
+"""Errors caused by the user's input (files, config): reported as one line, no traceback."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+
+class UserInputError(Exception):
+    """Bad input that the user can fix; its message names the file, row or config key."""
+
+
+@contextlib.contextmanager
+def exit_on_user_error() -> Iterator[None]:
+    """Turn a UserInputError into a one-line message and exit status 1.
+
+    SystemExit passes through Hydra's job runner, which would otherwise print a traceback.
+    """
+    try:
+        yield
+    except UserInputError as error:
+        logging.getLogger("affectexp").error("%s", error)
+        raise SystemExit(1) from None
