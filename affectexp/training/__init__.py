@@ -1,0 +1,1 @@
+"""The training side: input pipeline, fitting, evaluation, tracking. Imports Keras."""

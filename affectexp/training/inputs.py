@@ -1,0 +1,115 @@
+"""Batches of faces streamed from the HDF5 cache into Keras, augmented on the fly."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+
+import keras
+import numpy as np
+
+from affectexp.data.cache import FaceCache
+from affectexp.training.augment import FaceAugmenter
+
+# Consecutive cache chunks whose rows are shuffled together when streaming.
+SHUFFLE_WINDOW_CHUNKS = 4
+
+
+class CacheBatches(keras.utils.PyDataset):
+    """(faces uint8 (b, H, W, C), labels int64 (b,)) batches of one split of a cache.
+
+    When the split fits in `ram_budget_bytes` it is read once into memory and shuffled row
+    by row. Otherwise it is streamed: random row reads from HDF5 are ~100x slower than
+    sequential ones, so each epoch visits the chunks in a shuffled order and shuffles rows
+    within windows of SHUFFLE_WINDOW_CHUNKS chunks; memory stays a few chunks whatever the
+    size of the cache.
+    """
+
+    def __init__(self, cache_path: str, split: str, batch_size: int, *, shuffle: bool, seed: int,
+                 augmentation: dict | None = None, ram_budget_bytes: int = 2 << 30,
+                 steps: int | None = None, workers: int = 1):
+        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
+        self.cache = FaceCache(cache_path)
+        self.split = split
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.steps = steps
+        self.size = self.cache.split_size(split)
+        self.labels = self.cache.labels(split)
+        self.chunk_rows = self.cache.chunk_rows
+        self.augment = FaceAugmenter(augmentation, seed) if augmentation else None
+        split_bytes = self.size * int(np.prod(self.cache.face_shape))
+        self.in_memory = split_bytes <= ram_budget_bytes
+        self.faces = self.cache.read_faces(split, 0, self.size) if self.in_memory else None
+        self._chunks: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.epoch = 0
+        self.order = self._epoch_order()
+
+    def __len__(self) -> int:
+        full = math.ceil(self.size / self.batch_size)
+        return min(full, self.steps) if self.steps else full
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self.order = self._epoch_order()
+
+    def _epoch_order(self) -> np.ndarray:
+        """The positions (within the split) in the order this epoch reads them."""
+        if not self.shuffle:
+            return np.arange(self.size)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if self.in_memory:
+            return rng.permutation(self.size)
+        chunks = rng.permutation(math.ceil(self.size / self.chunk_rows))
+        order = []
+        for start in range(0, len(chunks), SHUFFLE_WINDOW_CHUNKS):
+            window = np.concatenate([self._chunk_positions(c) for c in chunks[start:start + SHUFFLE_WINDOW_CHUNKS]])
+            order.append(rng.permutation(window))
+        return np.concatenate(order)
+
+    def _chunk_positions(self, chunk: int) -> np.ndarray:
+        return np.arange(chunk * self.chunk_rows, min((chunk + 1) * self.chunk_rows, self.size))
+
+    def _read_chunk(self, chunk: int) -> np.ndarray:
+        with self._lock:
+            if chunk in self._chunks:
+                self._chunks.move_to_end(chunk)
+                return self._chunks[chunk]
+            faces = self.cache.read_faces(self.split, chunk * self.chunk_rows,
+                                          min((chunk + 1) * self.chunk_rows, self.size))
+            self._chunks[chunk] = faces
+            # Two windows: a batch that straddles windows, plus reader threads running ahead.
+            while len(self._chunks) > 2 * SHUFFLE_WINDOW_CHUNKS + 2:
+                self._chunks.popitem(last=False)
+            return faces
+
+    def gather(self, positions: np.ndarray) -> np.ndarray:
+        """Faces at the given positions of the split, (n, H, W, C) uint8."""
+        if self.in_memory:
+            return self.faces[positions]
+        out = np.empty((len(positions), *self.cache.face_shape), dtype=np.uint8)
+        chunk_of = positions // self.chunk_rows
+        for chunk in np.unique(chunk_of):
+            mask = chunk_of == chunk
+            out[mask] = self._read_chunk(int(chunk))[positions[mask] - chunk * self.chunk_rows]
+        return out
+
+    def __getitem__(self, index: int):
+        positions = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        faces = self.gather(positions)
+        if self.augment is not None:
+            faces = self.augment(faces, self.epoch, index)
+        return faces, self.labels[positions]
+
+    def close(self) -> None:
+        self.cache.close()
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    """Weights n / (k * count_c), so every class contributes equally to the loss."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    weights = len(labels) / (num_classes * np.maximum(counts, 1))
+    return {c: float(w) for c, w in enumerate(weights)}

@@ -1,0 +1,19 @@
+"""Train and evaluate a model on a face cache: `python train.py model=simple_cnn trainer.epochs=30`."""
+
+import hydra
+from omegaconf import DictConfig
+
+import affectexp.config  # noqa: F401  (registers the config schemas)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    from affectexp.errors import exit_on_user_error
+    from affectexp.training.run import train
+
+    with exit_on_user_error():
+        return train(cfg)
+
+
+if __name__ == "__main__":
+    main()
