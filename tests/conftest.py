@@ -1,0 +1,57 @@
+"""Shared fixtures: one tiny synthetic data set, one cache and one trained run per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+import affectexp.config  # noqa: F401  (registers the config schemas)
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+# Small enough to generate and train in seconds, large enough to learn the expressions.
+TRAIN_PER_CLASS = 150
+TEST_PER_CLASS = 30
+FACE_SIZE = 48
+
+
+def compose_config(config_name: str, root: Path, overrides: list[str] = ()):
+    """The entry config as the CLI would compose it, with every path under `root`."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name, overrides=[f"paths.root={root}", *overrides])
+
+
+def synthetic_overrides(data_root: Path) -> list[str]:
+    return [
+        f"dataset.root={data_root}",
+        f"dataset.train_per_class={TRAIN_PER_CLASS}",
+        f"dataset.test_per_class={TEST_PER_CLASS}",
+        f"cache.size={FACE_SIZE}",
+    ]
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """A synthetic AffectNet-format data set, generated once per test session."""
+    from affectexp.data.synthetic import generate_affectnet
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_affectnet(root, TRAIN_PER_CLASS, TEST_PER_CLASS, seed=0, num_workers=2)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cache_config(synthetic_root, tmp_path_factory):
+    """Config of the shared 48 px, 5-class cache built from synthetic_root."""
+    workspace = tmp_path_factory.mktemp("workspace")
+    return compose_config("preprocess", workspace, synthetic_overrides(synthetic_root))
+
+
+@pytest.fixture(scope="session")
+def built_cache(cache_config):
+    """(summary, config) of the shared cache, built once."""
+    from affectexp.data.preprocess import run_preprocess
+
+    return run_preprocess(cache_config), cache_config
