@@ -52,7 +52,7 @@ class PreprocessSummary:
 
     def table(self) -> str:
         """A human-readable summary: rows, faces per split and class, skipped per reason, speed."""
-        classes = sorted({name for per_class in self.written.values() for name in per_class})
+        classes = list(next(iter(self.written.values()), {}))
         lines = [f"cache: {self.cache_path}", f"rows read: {self.rows_read}", "faces written:"]
         lines.append("  " + "split".ljust(8) + "".join(c[:9].rjust(10) for c in classes) + "total".rjust(10))
         for split, per_class in self.written.items():
@@ -91,16 +91,20 @@ def run_preprocess(cfg: DictConfig) -> PreprocessSummary:
         return reused
 
     spec = face_spec(cfg)
-    writer = CacheWriter(cache_path, (spec.size, spec.size, spec.channels), cfg.cache.chunk_rows)
+    writer = CacheWriter(cache_path, (spec.size, spec.size, spec.channels), cfg.cache.chunk_rows, fingerprint)
     try:
-        written, failures = crop_into(writer, rows, spec, cfg.cache.chunk_rows, resolve_workers(cfg.num_workers))
+        if writer.rows_done:
+            log.info("Resuming %s after %d of %d rows", writer.partial, writer.rows_done, len(rows))
+        crop_into(writer, rows, spec, cfg.cache.chunk_rows, resolve_workers(cfg.num_workers))
+        failed_index, failed_reasons = writer.failures()
+        failures = rows.iloc[failed_index][["row_id", "path"]].assign(reason=failed_reasons)
         report = concat_skipped([*skipped, failures])
         report_path = report_path_of(cache_path)
         report.to_csv(report_path, index=False)
         summary = PreprocessSummary(
             cache_path, report_path, len(source_rows.rows) + len(source_rows.skipped),
-            written_counts(written, class_set), report["reason"].value_counts().to_dict(),
-            time.perf_counter() - started,
+            written_counts(writer.column("split"), writer.column("labels"), class_set),
+            report["reason"].value_counts().to_dict(), time.perf_counter() - started,
         )
         writer.finish(cache_attrs(cfg, class_set, summary, fingerprint))
     finally:
@@ -161,12 +165,13 @@ def report_path_of(cache_path: Path) -> Path:
     return cache_path.with_name(cache_path.stem + ".skipped.csv")
 
 
-def chunk_tasks(rows: pd.DataFrame, spec: FaceSpec, chunk_rows: int) -> Iterator[ChunkTask]:
+def chunk_tasks(rows: pd.DataFrame, spec: FaceSpec, chunk_rows: int, start: int) -> Iterator[ChunkTask]:
+    """Tasks of `chunk_rows` rows each, from row `start` on; a task's index is its first row."""
     boxes = rows[["x", "y", "w", "h"]].to_numpy(dtype=np.float64)
     paths = rows["path"].tolist()
-    for index, start in enumerate(range(0, len(rows), chunk_rows)):
-        stop = start + chunk_rows
-        yield ChunkTask(index, paths[start:stop], boxes[start:stop], spec)
+    for first in range(start, len(rows), chunk_rows):
+        stop = first + chunk_rows
+        yield ChunkTask(first, paths[first:stop], boxes[first:stop], spec)
 
 
 def crop_in_order(tasks: Iterator[ChunkTask], num_workers: int) -> Iterator[ChunkResult]:
@@ -187,17 +192,11 @@ def crop_in_order(tasks: Iterator[ChunkTask], num_workers: int) -> Iterator[Chun
             yield pending.popleft().get()
 
 
-def crop_into(writer: CacheWriter, rows: pd.DataFrame, spec: FaceSpec, chunk_rows: int, workers: int):
-    """Crop every row into `writer`, in row order.
-
-    Returns (written, failures): the (split_code, label) of each written face as a DataFrame,
-    and the (row_id, path, reason) of each row whose face could not be made.
-    """
-    failures: list[pd.DataFrame] = []
-    written: list[pd.DataFrame] = []
-    with tqdm(total=len(rows), unit="img", desc="preprocess", smoothing=0.1) as progress:
-        for result in crop_in_order(chunk_tasks(rows, spec, chunk_rows), workers):
-            chunk = rows.iloc[result.index * chunk_rows:(result.index + 1) * chunk_rows]
+def crop_into(writer: CacheWriter, rows: pd.DataFrame, spec: FaceSpec, chunk_rows: int, workers: int) -> None:
+    """Crop the rows the writer has not consumed yet into it, chunk by chunk, in row order."""
+    with tqdm(total=len(rows), initial=writer.rows_done, unit="img", desc="preprocess", smoothing=0.1) as progress:
+        for result in crop_in_order(chunk_tasks(rows, spec, chunk_rows, writer.rows_done), workers):
+            chunk = rows.iloc[result.index:result.index + len(result.reasons)]
             ok = result.ok
             kept = chunk[ok]
             columns = {
@@ -207,22 +206,16 @@ def crop_into(writer: CacheWriter, rows: pd.DataFrame, spec: FaceSpec, chunk_row
                 "arousal": kept["arousal"].to_numpy(),
                 "split": kept["split_code"].to_numpy(),
             }
-            writer.append(result.faces[ok], columns, kept["row_id"].tolist())
-            written.append(kept[["split_code", "label"]])
-            if not ok.all():
-                failed = chunk[~ok]
-                reasons = [reason for reason in result.reasons if reason is not None]
-                failures.append(pd.DataFrame({"row_id": failed["row_id"].values, "path": failed["path"].values,
-                                              "reason": reasons}))
+            failed_index = result.index + np.flatnonzero(~ok)
+            reasons = [reason for reason in result.reasons if reason is not None]
+            writer.append_chunk(result.faces[ok], columns, kept["row_id"].tolist(), failed_index, reasons, len(chunk))
             progress.update(len(chunk))
-    return pd.concat(written, ignore_index=True), concat_skipped(failures)
 
 
-def written_counts(written: pd.DataFrame, class_set: ClassSet) -> dict[str, dict[str, int]]:
+def written_counts(split_codes: np.ndarray, labels: np.ndarray, class_set: ClassSet) -> dict[str, dict[str, int]]:
     """split name -> class name -> faces written, every split and class listed."""
-    counts = written.groupby(["split_code", "label"]).size()
     return {
-        split: {name: int(counts.get((code, label), 0)) for label, name in enumerate(class_set.names)}
+        split: dict(zip(class_set.names, np.bincount(labels[split_codes == code], minlength=len(class_set)).tolist()))
         for code, split in enumerate(SPLITS)
     }
 

@@ -15,7 +15,7 @@ from affectexp.data.faces import FaceError, FaceSpec, load_face
 
 @dataclass
 class ChunkTask:
-    """Rows to crop: paths (n,) and boxes (n, 4) float64 (x, y, w, h)."""
+    """Rows to crop, from table row `index` on: paths (n,) and boxes (n, 4) float64 (x, y, w, h)."""
 
     index: int
     paths: list[str]
