@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -14,7 +19,7 @@ import pytest
 from affectexp.data import affectnet_layout as layout
 from affectexp.data.cache import SCHEMA_VERSION, CacheError, FaceCache
 from affectexp.data.faces import FaceSpec, crop_box, load_face
-from affectexp.data.preprocess import run_preprocess
+from affectexp.data.preprocess import report_path_of, run_preprocess
 from affectexp.data.sources.rows import SourceError
 from conftest import TEST_PER_CLASS, TRAIN_PER_CLASS, compose_config
 
@@ -192,3 +197,35 @@ def test_crop_uses_x_as_column(tmp_path):
     cv2.imwrite(str(path), image)
     face = load_face(str(path), (150.0, 10.0, 40.0, 20.0), FaceSpec(size=8, reduced_decoding=False))
     assert face.min() == 255
+
+
+def test_killed_preprocess_resumes_to_an_identical_cache(synthetic_root, tmp_path, caplog):
+    overrides = ["dataset=affectnet", f"dataset.root={synthetic_root}", "cache.size=32", "cache.chunk_rows=4",
+                 "num_workers=1"]
+    reference = compose_config("preprocess", tmp_path / "reference", overrides)
+    run_preprocess(reference)
+
+    cfg = compose_config("preprocess", tmp_path / "killed", overrides)
+    parts = Path(cfg.cache.path + ".parts")
+    repo = Path(__file__).resolve().parents[1]
+    process = subprocess.Popen([sys.executable, "preprocess.py", f"paths.root={tmp_path / 'killed'}", *overrides],
+                               cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if len(list(parts.glob("segment-*.h5"))) >= 2:  # some segments are complete
+            break
+        time.sleep(0.01)
+    assert process.poll() is None, "preprocessing ended before it could be interrupted"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not Path(cfg.cache.path).exists()
+
+    with caplog.at_level(logging.INFO, logger="affectexp"):
+        summary = run_preprocess(cfg)
+    assert "Resuming" in caplog.text
+    with FaceCache(cfg.cache.path) as resumed, FaceCache(reference.cache.path) as expected:
+        assert np.array_equal(resumed.faces[:], expected.faces[:])
+        for name in ("labels", "split", "source_row"):
+            assert np.array_equal(resumed.file[name][:], expected.file[name][:])
+    assert summary.skipped == pd.read_csv(report_path_of(Path(reference.cache.path)))["reason"].value_counts().to_dict()
+    assert not parts.exists()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -96,3 +100,31 @@ def test_class_set_must_match_the_cache(built_cache):
     cfg = train_config(built_cache[1], ["classes=affectnet8", f"cache.path={built_cache[1].cache.path}"])
     with pytest.raises(CacheError, match="holds classes"):
         train(cfg)
+
+
+def test_killed_training_resumes_in_the_same_mlflow_run(built_cache):
+    from affectexp.training.run import train
+
+    overrides = ["trainer.epochs=3", "logger.run_name=resumed", "augmentation=none", "trainer.seed=7"]
+    cfg = train_config(built_cache[1], overrides)
+    root = Path(cfg.paths.root)
+    command = [sys.executable, "train.py", f"paths.root={root}", "cache.size=48", f"trainer.epochs={EPOCHS}",
+               *TINY_MODEL, *overrides]
+    before = set(root.glob("runs/*/last.keras"))
+    process = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None and not set(root.glob("runs/*/last.keras")) - before:
+        time.sleep(0.05)
+    assert process.poll() is None, "training ended before it could be interrupted"
+    time.sleep(0.5)  # let the first epoch's checkpoint finish writing
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+    train(cfg)
+    client = MlflowClient(cfg.logger.tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.logger.experiment_name)
+    runs = client.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'resumed'")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss")]
+    assert steps == [1, 2, 3], f"epochs logged {steps}: the run restarted instead of resuming"

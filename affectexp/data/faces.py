@@ -36,7 +36,7 @@ class FaceSpec:
     size: output side in pixels; color: "gray" or "rgb"; margin: extra border on each side
     as a fraction of the box's width/height; square: widen the box's shorter side;
     out_of_bounds: "clamp" or "pad" for a box that leaves the image; reduced_decoding:
-    allow 1/2-1/8 scale JPEG decoding when the face stays at least `size` pixels.
+    allow 1/2-1/8 scale JPEG decoding when the face stays well above `size` pixels.
     """
 
     size: int = 96
@@ -61,11 +61,17 @@ def expand_box(box: tuple[float, float, float, float], margin: float, square: bo
     return x, y, w, h
 
 
+# How much larger than the output the decoded box must stay. At 1x, box edges rounded to
+# whole decoded pixels moved 32 px faces by 3 grey levels (mean absolute difference from a
+# full decode); at 2x the difference is about 1 level and the speed-up nearly the same.
+REDUCED_DECODING_HEADROOM = 2.0
+
+
 def reduction_factor(box_w: float, box_h: float, size: int) -> int:
-    """Largest JPEG scale-down (1, 2, 4, 8) that keeps the box at least `size` pixels."""
+    """Largest JPEG scale-down (1, 2, 4, 8) that keeps the box REDUCED_DECODING_HEADROOM x `size`."""
     shorter = min(box_w, box_h)
     for factor in (8, 4, 2):
-        if shorter / factor >= size:
+        if shorter / factor >= REDUCED_DECODING_HEADROOM * size:
             return factor
     return 1
 

@@ -19,7 +19,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from affectexp.data.cache import SPLITS, CacheError, CacheWriter, FaceCache
+from affectexp.data.cache import SPLITS, CacheError, FaceCache
+from affectexp.data.cache_writer import CacheWriter
 from affectexp.data.faces import FaceSpec
 from affectexp.data.labels import ClassSet
 from affectexp.data.sources.rows import SourceError, concat_skipped, split_off
@@ -76,10 +77,11 @@ def face_spec(cfg: DictConfig) -> FaceSpec:
 
 def run_preprocess(cfg: DictConfig) -> PreprocessSummary:
     """Build the cache at cfg.cache.path from cfg.dataset, or reuse it if it is up to date."""
-    started = time.perf_counter()
     class_set = ClassSet(list(cfg.classes.names))
     cache_path = Path(cfg.cache.path)
     source = instantiate(cfg.dataset)
+    source.prepare()
+    started = time.perf_counter()
     source_rows = source.read()
     rows, skipped = select_classes(source_rows.rows, class_set, [source_rows.skipped])
     if rows.empty:
@@ -94,8 +96,9 @@ def run_preprocess(cfg: DictConfig) -> PreprocessSummary:
     writer = CacheWriter(cache_path, (spec.size, spec.size, spec.channels), cfg.cache.chunk_rows, fingerprint)
     try:
         if writer.rows_done:
-            log.info("Resuming %s after %d of %d rows", writer.partial, writer.rows_done, len(rows))
+            log.info("Resuming %s after %d of %d rows", writer.parts, writer.rows_done, len(rows))
         crop_into(writer, rows, spec, cfg.cache.chunk_rows, resolve_workers(cfg.num_workers))
+        writer.seal()
         failed_index, failed_reasons = writer.failures()
         failures = rows.iloc[failed_index][["row_id", "path"]].assign(reason=failed_reasons)
         report = concat_skipped([*skipped, failures])

@@ -46,9 +46,8 @@ class AffectNetSource:
         self.root = Path(root)
         self.sets = list(sets)
 
-    def list_files(self) -> list[Path]:
-        """Every CSV this source reads, in reading order."""
-        return [self.root / lists / csv for s in self.sets for lists, csv, _, _ in ANNOTATION_SETS[s]]
+    def prepare(self) -> None:
+        """Nothing to do: AffectNet is read where it lies."""
 
     def read(self) -> SourceRows:
         """Read and check every list; raises SourceError before any image is opened."""

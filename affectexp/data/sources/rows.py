@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Protocol
 
 import pandas as pd
 
@@ -35,6 +36,18 @@ class SourceError(UserInputError):
 class SourceRows:
     rows: pd.DataFrame
     skipped: pd.DataFrame
+
+
+class Source(Protocol):
+    """What conf/dataset/<name>.yaml's `_target_` builds."""
+
+    name: str
+
+    def prepare(self) -> None:
+        """Make the data available (e.g. generate it); not timed as preprocessing."""
+
+    def read(self) -> SourceRows:
+        """The row table and the rows refused; raises SourceError before any image is opened."""
 
 
 def empty_skipped() -> pd.DataFrame:

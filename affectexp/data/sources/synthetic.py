@@ -32,12 +32,12 @@ class SyntheticSource:
         self.seed = seed
         self.num_workers = num_workers
 
-    def list_files(self) -> list[Path]:
-        return AffectNetSource(self.name, str(self.root)).list_files()
-
-    def read(self) -> SourceRows:
+    def prepare(self) -> None:
+        """Generate the set unless `root` already holds it with these parameters."""
         from affectexp.data.synthetic import ensure_synthetic
 
         generated = ensure_synthetic(self.root, self.train_per_class, self.test_per_class, self.seed, self.num_workers)
         log.info("%s synthetic data set at %s", "Generated" if generated else "Reusing", self.root)
+
+    def read(self) -> SourceRows:
         return AffectNetSource(self.name, str(self.root)).read()
