@@ -120,23 +120,37 @@ def objective_value(objective: str, metrics: dict) -> float:
     return metrics[name]
 
 
-def fit(cfg: DictConfig, face_shape, class_names, work_dir: Path):
-    """Build and fit the model; returns (best model by validation, history dict, seconds)."""
+def make_batches(cfg: DictConfig) -> tuple[CacheBatches, CacheBatches]:
+    """(train batches, shuffled and augmented; validation batches) streamed from cfg.cache.path."""
     trainer = cfg.trainer
     budget = trainer.ram_budget_mb << 20
-    augmentation = OmegaConf.to_container(cfg.augmentation.transform, resolve=True) if cfg.augmentation.transform else None
+    transform = cfg.augmentation.transform
+    augmentation = OmegaConf.to_container(transform, resolve=True) if transform else None
     train_batches = CacheBatches(cfg.cache.path, "train", trainer.batch_size, shuffle=True, seed=trainer.seed,
                                  augmentation=augmentation, ram_budget_bytes=budget, steps=trainer.steps_per_epoch,
                                  workers=2)
     val_batches = CacheBatches(cfg.cache.path, "val", trainer.batch_size, shuffle=False, seed=trainer.seed,
                                ram_budget_bytes=budget)
-    model = instantiate(cfg.model, input_shape=face_shape, num_classes=len(class_names), _convert_="all")
-    mlflow.log_param("model.parameters", model.count_params())
+    return train_batches, val_batches
+
+
+def build_model(cfg: DictConfig, face_shape, num_classes: int, steps_per_epoch: int) -> keras.Model:
+    """The configured model (cfg.model's `_target_` builder), compiled with the configured optimizer."""
+    model = instantiate(cfg.model, input_shape=face_shape, num_classes=num_classes, _convert_="all")
     model.compile(
-        optimizer=build_optimizer(cfg.optimizer, len(train_batches), trainer.epochs),
+        optimizer=build_optimizer(cfg.optimizer, steps_per_epoch, cfg.trainer.epochs),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
+    return model
+
+
+def fit(cfg: DictConfig, face_shape, class_names, work_dir: Path):
+    """Build and fit the model; returns (best model by validation, history dict, seconds)."""
+    trainer = cfg.trainer
+    train_batches, val_batches = make_batches(cfg)
+    model = build_model(cfg, face_shape, len(class_names), len(train_batches))
+    mlflow.log_param("model.parameters", model.count_params())
     has_val = val_batches.size > 0
     monitor = trainer.monitor if has_val else trainer.monitor.removeprefix("val_")
     best_path = work_dir / "best.keras"
