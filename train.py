@@ -10,9 +10,10 @@ import affectexp.config  # noqa: F401  (registers the config schemas)
 def main(cfg: DictConfig) -> float:
     from affectexp.errors import exit_on_user_error
     from affectexp.training.run import train
+    from affectexp.tuning import search
 
     with exit_on_user_error():
-        return train(cfg)
+        return search(cfg) if cfg.tuner else train(cfg)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,30 @@ class OutOfBounds(_Choice):
     pad = "pad"  # keep the box's shape, fill the outside with the border's pixels
 
 
+class Balance(_Choice):
+    none = "none"
+    class_weight = "class_weight"  # weight the loss by n / (k * count of the class)
+    oversample = "oversample"  # draw every class as often as the largest, each epoch
+    truncate = "truncate"  # the seed notebook's: every class cut to the smallest's count
+
+
+class Precision(_Choice):
+    float32 = "float32"
+    mixed_float16 = "mixed_float16"  # GPUs with tensor cores
+    mixed_bfloat16 = "mixed_bfloat16"  # TPUs, recent CPUs and GPUs
+
+
+class Strategy(_Choice):
+    default = "default"  # one device
+    mirrored = "mirrored"  # tf.distribute.MirroredStrategy: every GPU of one machine
+
+
+class Split(_Choice):
+    train = "train"
+    val = "val"
+    test = "test"
+
+
 @dataclass
 class PathsConfig:
     root: str = "."
@@ -99,10 +123,19 @@ class TrainerConfig:
     deterministic: bool = False
     early_stopping_patience: int = 0  # 0 disables early stopping
     monitor: str = "val_accuracy"
-    balance: str = "class_weight"  # none | class_weight
+    balance: Balance = Balance.class_weight
+    label_smoothing: float = 0.0
+    precision: Precision = Precision.float32
+    strategy: Strategy = Strategy.default
     ram_budget_mb: int = 2048
     steps_per_epoch: Optional[int] = None  # None: the whole train split each epoch
     objective: str = "test_accuracy"
+
+
+@dataclass
+class AugmentationConfig:
+    name: str = "???"
+    transform: Any = None  # albumentations' serialised Compose (A.to_dict), or None
 
 
 @dataclass
@@ -111,6 +144,20 @@ class LoggerConfig:
     artifact_location: str = "${paths.root}/mlartifacts"
     experiment_name: str = "affectexp"
     run_name: Optional[str] = None
+    offline: bool = False  # log to offline_uri when the tracking server does not answer
+    offline_uri: str = "sqlite:///${paths.root}/mlflow.db"
+
+
+@dataclass
+class TunerConfig:
+    type: str = "random"  # random | bayesian | hyperband
+    max_trials: int = 4  # random and bayesian; hyperband's budget is trainer.epochs
+    hyperband_factor: int = 3
+    objective: str = "val_accuracy"
+    seed: int = 0
+    space: Any = None  # {config key or group: {type: float|int|choice|boolean, ...}}
+    export_name: str = "tuned"
+    export_config_dir: Optional[str] = None  # None: the project's conf/
 
 
 @dataclass
@@ -119,11 +166,29 @@ class TrainConfig:
     dataset: Any = None
     classes: ClassesConfig = field(default_factory=ClassesConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
-    model: Any = None
-    augmentation: Any = None
+    model: Any = None  # checked against its builder's signature (affectexp/models/schema.py)
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    tuner: Optional[TunerConfig] = None
+
+
+@dataclass
+class EvaluateConfig:
+    """evaluate.py: any saved model on any cache, classes matched by name."""
+
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    dataset: Any = None
+    classes: ClassesConfig = field(default_factory=ClassesConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    model_uri: str = "???"  # a .keras file, or an MLflow artifact URI: runs:/<run id>/model.keras
+    split: Split = Split.test
+    batch_size: int = 256
+    # True: predict only among the classes the cache has (the usual cross-data-set protocol);
+    # False: a face predicted as a class the cache lacks counts as wrong.
+    restrict_to_cache_classes: bool = True
 
 
 def register_schemas() -> None:
@@ -131,6 +196,7 @@ def register_schemas() -> None:
     store = ConfigStore.instance()
     store.store(name="preprocess_schema", node=PreprocessConfig)
     store.store(name="train_schema", node=TrainConfig)
+    store.store(name="evaluate_schema", node=EvaluateConfig)
 
 
 register_schemas()

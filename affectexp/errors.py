@@ -11,6 +11,10 @@ class UserInputError(Exception):
     """Bad input that the user can fix; its message names the file, row or config key."""
 
 
+class ConfigError(UserInputError, ValueError):
+    """A config value that type checking cannot catch (an unknown name, an impossible combination)."""
+
+
 @contextlib.contextmanager
 def exit_on_user_error() -> Iterator[None]:
     """Turn a UserInputError into a one-line message and exit status 1.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,9 +16,12 @@ import mlflow
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
+from affectexp.errors import UserInputError
+
 log = logging.getLogger(__name__)
 
 RUN_ID_FILE = "mlflow_run_id"
+SWEEP_TAG = "affectexp.sweep_id"
 PARAMS_PER_BATCH = 100  # MLflow's limit per log_params call
 
 
@@ -43,28 +48,66 @@ def absolute_tracking_uri(tracking_uri: str) -> str:
     return tracking_uri
 
 
+class TrackingUnreachable(UserInputError):
+    """The configured tracking server does not answer."""
+
+
+def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before any training, when an http(s) tracking server does not answer."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout):
+            pass
+    except (urllib.error.URLError, OSError) as error:
+        raise TrackingUnreachable(
+            f"logger.tracking_uri: no MLflow server answers at {tracking_uri} ({error}); start it, fix the URI, "
+            "or pass logger.offline=true to log to the local store"
+        ) from None
+
+
+def configure_logger(logger_cfg) -> str:
+    """configure() from the `logger` config group, falling back to the local store when
+    logger.offline is set and the tracking server does not answer."""
+    tracking_uri = logger_cfg.tracking_uri
+    if logger_cfg.offline:
+        try:
+            check_reachable(tracking_uri)
+        except TrackingUnreachable:
+            log.warning("No MLflow server at %s: logging offline to %s", tracking_uri, logger_cfg.offline_uri)
+            tracking_uri = logger_cfg.offline_uri
+    return configure(tracking_uri, logger_cfg.experiment_name, logger_cfg.artifact_location)
+
+
 def configure(tracking_uri: str, experiment_name: str, artifact_location: str) -> str:
     """Point MLflow at the store and return the experiment's id, creating it if needed.
 
-    A local artifact location is made absolute, so `mlflow ui` finds the artifacts from
-    any working directory.
+    Raises TrackingUnreachable for a server that does not answer. A local artifact location
+    is made absolute, so `mlflow ui` finds the artifacts from any working directory.
     """
+    check_reachable(tracking_uri)
     mlflow.set_tracking_uri(absolute_tracking_uri(tracking_uri))
     experiment = mlflow.get_experiment_by_name(experiment_name)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = artifact_location
-    if "://" not in location:
-        location = Path(location).resolve().as_uri()
-    return mlflow.create_experiment(experiment_name, artifact_location=location)
+    if experiment is None:
+        location = artifact_location
+        if "://" not in location:
+            location = Path(location).resolve().as_uri()
+        experiment_id = mlflow.create_experiment(experiment_name, artifact_location=location)
+    else:
+        experiment_id = experiment.experiment_id
+    # Nested runs (tuner trials) are created in the active experiment, not their parent's.
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
 
 
 @contextmanager
 def tracked_run(experiment_id: str, run_name: str | None, work_dir: Path) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run that continues the run recorded in `work_dir` if the last attempt was cut off.
 
-    The run ends FINISHED on success and FAILED on any exception; only a finished run forgets
-    its id, so rerunning an interrupted command keeps logging into the same run.
+    Inside a Hydra sweep the run is a child of the sweep's parent run, named after the job's
+    overrides and tagged with the sweep id (see sweeps.py). The run ends FINISHED on success
+    and FAILED on any exception; only a finished run forgets its id, so rerunning an
+    interrupted command keeps logging into the same run.
     """
     id_file = work_dir / RUN_ID_FILE
     run_id = id_file.read_text().strip() if id_file.exists() else None
@@ -72,8 +115,15 @@ def tracked_run(experiment_id: str, run_name: str | None, work_dir: Path) -> Ite
         run_id = None
     if run_id:
         log.info("Resuming MLflow run %s", run_id)
-    with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
-                          run_name=None if run_id else run_name) as run:
+    from affectexp.sweeps import current_sweep_job
+
+    job = current_sweep_job()
+    new_run = {}
+    if run_id is None:
+        new_run = {"experiment_id": experiment_id, "run_name": run_name or (job.run_name if job else None)}
+        if job is not None:
+            new_run.update(parent_run_id=job.parent_run_id, tags={SWEEP_TAG: job.sweep_id})
+    with mlflow.start_run(run_id=run_id, **new_run) as run:
         work_dir.mkdir(parents=True, exist_ok=True)
         id_file.write_text(run.info.run_id)
         yield run

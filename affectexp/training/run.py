@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 import affectexp.models.layers  # noqa: F401  (registers the custom layers for loading models)
 from affectexp import tracking
 from affectexp.data.cache import CacheError, FaceCache
+from affectexp.errors import ConfigError
 from affectexp.training.inputs import CacheBatches, class_weights
 from affectexp.training.metrics import classification_metrics
 from affectexp.training.optimizers import build_optimizer
@@ -93,31 +94,48 @@ def train(cfg: DictConfig) -> float:
     """
     if cfg.trainer.balance not in BALANCE_MODES:
         raise ValueError(f"trainer.balance: unknown mode {cfg.trainer.balance!r}; choose from {list(BALANCE_MODES)}")
+    check_objective(cfg.trainer.objective)
     with open_checked_cache(cfg) as cache:
         face_shape, class_names = cache.face_shape, list(cache.class_names)
+        evaluated = [split for split in OBJECTIVE_SPLITS if cache.split_size(split) > 0]
     work_dir = Path(cfg.paths.runs_dir) / config_fingerprint(cfg)
-    experiment_id = tracking.configure(cfg.logger.tracking_uri, cfg.logger.experiment_name,
-                                       cfg.logger.artifact_location)
+    experiment_id = tracking.configure_logger(cfg.logger)
     with tracking.tracked_run(experiment_id, cfg.logger.run_name, work_dir) as run:
         tracking.log_params(tracking.flatten_params(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
         keras.utils.set_random_seed(cfg.trainer.seed)
         model, history, seconds = fit(cfg, face_shape, class_names, work_dir)
-        metrics = evaluate_and_log(model, cfg.cache.path, "test", class_names, cfg.trainer.batch_size)
+        metrics = {split: evaluate_and_log(model, cfg.cache.path, split, class_names, cfg.trainer.batch_size)
+                   for split in evaluated}
         mlflow.log_metric("train_seconds", seconds)
         log_run_artifacts(cfg, model, history)
+        test = metrics.get("test", {})
         log.info("Test accuracy %.4f, balanced accuracy %.4f, macro-F1 %.4f (MLflow run %s)",
-                 metrics["accuracy"], metrics["balanced_accuracy"], metrics["macro_f1"], run.info.run_id)
-    log.info("Open the MLflow UI with: %s", tracking.ui_command(cfg.logger.tracking_uri))
+                 test.get("accuracy", float("nan")), test.get("balanced_accuracy", float("nan")),
+                 test.get("macro_f1", float("nan")), run.info.run_id)
+    log.info("Open the MLflow UI with: %s", tracking.ui_command(mlflow.get_tracking_uri()))
     shutil.rmtree(work_dir / "backup", ignore_errors=True)
     return objective_value(cfg.trainer.objective, metrics)
 
 
-def objective_value(objective: str, metrics: dict) -> float:
-    name = objective.removeprefix("test_")
-    if name not in metrics or not isinstance(metrics[name], float):
-        raise ValueError(f"trainer.objective: {objective!r} is not reported; use test_accuracy, "
-                         "test_balanced_accuracy or test_macro_f1")
-    return metrics[name]
+OBJECTIVE_SPLITS = ("val", "test")
+OBJECTIVE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
+
+
+def check_objective(objective: str) -> None:
+    """trainer.objective must be <split>_<metric> of what evaluation reports; checked before training."""
+    split, _, name = objective.partition("_")
+    if split not in OBJECTIVE_SPLITS or name not in OBJECTIVE_METRICS:
+        choices = [f"{s}_{m}" for s in OBJECTIVE_SPLITS for m in OBJECTIVE_METRICS]
+        raise ConfigError(f"trainer.objective: {objective!r} is never reported; choose from {choices}")
+
+
+def objective_value(objective: str, metrics_by_split: dict[str, dict]) -> float:
+    """The value of `objective` ("val_accuracy", "test_macro_f1", ...) among the evaluated splits."""
+    check_objective(objective)
+    split, _, name = objective.partition("_")
+    if split not in metrics_by_split:
+        raise ConfigError(f"trainer.objective: {objective!r}: the cache has no {split} split")
+    return metrics_by_split[split][name]
 
 
 def make_batches(cfg: DictConfig) -> tuple[CacheBatches, CacheBatches]:
@@ -187,16 +205,23 @@ def predict_split(model: keras.Model, cache_path: str, split: str, batch_size: i
         batches.close()
 
 
+# Keras already logs the per-epoch "val_*" metrics: the kept model's evaluation on the
+# validation split is "best_val_*", so the two never mix in one metric history.
+EVALUATION_PREFIX = {"val": "best_val", "test": "test"}
+
+
 def evaluate_and_log(model: keras.Model, cache_path: str, split: str, class_names, batch_size: int) -> dict:
-    """Metrics of `split` logged as <split>_accuracy, ..., plus confusion matrix PNG and JSON."""
+    """Metrics of `split` logged as <prefix>_accuracy, ... (EVALUATION_PREFIX), plus confusion
+    matrix PNG and JSON."""
     y_true, probabilities = predict_split(model, cache_path, split, batch_size)
     metrics = classification_metrics(y_true, probabilities.argmax(axis=1), class_names)
-    scalars = {f"{split}_{k}": v for k, v in metrics.items() if isinstance(v, float)}
-    scalars.update({f"{split}_f1_{name}": m["f1"] for name, m in metrics["per_class"].items()})
+    prefix = EVALUATION_PREFIX.get(split, split)
+    scalars = {f"{prefix}_{k}": v for k, v in metrics.items() if isinstance(v, float)}
+    scalars.update({f"{prefix}_f1_{name}": m["f1"] for name, m in metrics["per_class"].items()})
     mlflow.log_metrics(scalars)
     with tracking.artifact_dir() as folder:
-        (folder / f"{split}_metrics.json").write_text(json.dumps(metrics, indent=2))
-        plot_confusion_matrix(np.array(metrics["confusion_matrix"]), class_names, folder / f"{split}_confusion_matrix.png")
+        (folder / f"{prefix}_metrics.json").write_text(json.dumps(metrics, indent=2))
+        plot_confusion_matrix(np.array(metrics["confusion_matrix"]), class_names, folder / f"{prefix}_confusion_matrix.png")
     return metrics
 
 

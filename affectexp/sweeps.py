@@ -1,0 +1,122 @@
+"""Hydra sweeps as one MLflow parent run per sweep with one child run per job.
+
+The parent is created before the first job (MlflowSweepCallback.on_multirun_start) and its
+id is written to a file in the sweep directory, which every job finds from its own output
+directory, whatever launcher runs it and wherever (other processes, SLURM nodes): see
+current_sweep_job(). Each job's run is then started as a child (tracking.tracked_run).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+PARENT_FILE = "mlflow_parent_run.json"
+# Overrides that say where a job logs, not what it is: left out of run names.
+_NOT_IN_NAME = ("paths.", "logger.", "hydra.")
+
+
+@dataclass(frozen=True)
+class SweepJob:
+    parent_run_id: str
+    sweep_id: str
+    run_name: str
+
+
+def swept_keys(config: DictConfig) -> list[str]:
+    """The keys a sweep varies: command-line sweeps (a,b / range(...)) and a sweeper's params."""
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    keys = [o.key_or_group for o in parsed if o.is_sweep_override()]
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None)
+    return keys + [k for k in (params or {}) if k not in keys]
+
+
+def job_run_name(overrides: list[str], swept: list[str] = ()) -> str:
+    """A job's run name from its overrides, the swept keys only when known:
+    ["model=resnet", "optimizer.lr=3e-4"] -> "model=resnet lr=3e-4"."""
+    parts = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        key = key.lstrip("+~")
+        if key.startswith(_NOT_IN_NAME) or (swept and key not in swept):
+            continue
+        parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
+    return " ".join(parts) or "defaults"
+
+
+def current_sweep_job() -> SweepJob | None:
+    """The sweep this process runs a job of, or None outside a Hydra multirun."""
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN or not hydra_cfg.runtime.output_dir:
+        return None
+    parent_file = Path(hydra_cfg.runtime.output_dir).parent / PARENT_FILE
+    if not parent_file.exists():
+        return None
+    parent = json.loads(parent_file.read_text())
+    name = job_run_name(list(hydra_cfg.overrides.task), parent.get("swept_keys", []))
+    return SweepJob(parent["run_id"], parent["sweep_id"], name)
+
+
+class MlflowSweepCallback(Callback):
+    """Opens the sweep's parent run, marks it FAILED when a job fails, FINISHED at the end.
+
+    When a job fails the sweeper re-raises and on_multirun_end is never called, so the
+    parent's status is settled in on_job_end as well.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from mlflow.tracking import MlflowClient
+
+        from affectexp import tracking
+
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        experiment_id = tracking.configure_logger(config.logger)
+        sweep_id = sweep_dir.name
+        overrides = " ".join(config.hydra.overrides.task)
+        parent = MlflowClient().create_run(
+            experiment_id, run_name=f"sweep {sweep_id}",
+            tags={tracking.SWEEP_TAG: sweep_id, "affectexp.sweep_overrides": overrides,
+                  "affectexp.sweep_dir": str(sweep_dir.resolve())},
+        )
+        (sweep_dir / PARENT_FILE).write_text(json.dumps(
+            {"run_id": parent.info.run_id, "sweep_id": sweep_id, "swept_keys": swept_keys(config)}))
+        log.info("Sweep %s: MLflow parent run %s", sweep_id, parent.info.run_id)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if job_return.status == JobStatus.FAILED:
+            self._terminate_parent(config, "FAILED")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._terminate_parent(config, "FINISHED")
+
+    @staticmethod
+    def _terminate_parent(config: DictConfig, status: str) -> None:
+        from mlflow.tracking import MlflowClient
+
+        from affectexp import tracking
+
+        parent_file = Path(str(config.hydra.sweep.dir)) / PARENT_FILE
+        if HydraConfig.initialized() and HydraConfig.get().runtime.output_dir:
+            parent_file = Path(HydraConfig.get().runtime.output_dir).parent / PARENT_FILE
+        if not parent_file.exists():
+            return
+        tracking.configure_logger(config.logger)
+        client = MlflowClient()
+        run_id = json.loads(parent_file.read_text())["run_id"]
+        if client.get_run(run_id).info.status != "FAILED":  # a failure is final
+            client.set_terminated(run_id, status)
