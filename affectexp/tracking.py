@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import tempfile
@@ -79,6 +80,28 @@ def configure_logger(logger_cfg) -> str:
     return configure(tracking_uri, logger_cfg.experiment_name, logger_cfg.artifact_location)
 
 
+@contextmanager
+def _store_lock(tracking_uri: str) -> Iterator[None]:
+    """Serialise first contact with a local SQLite store across processes.
+
+    Jobs of a parallel sweep start together; on a new store each would run MLflow's schema
+    migrations and create the experiment at once, and all but one fail
+    ("table _alembic_tmp_experiments already exists").
+    """
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        yield
+        return
+    lock_path = Path(tracking_uri[len(prefix):] + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def configure(tracking_uri: str, experiment_name: str, artifact_location: str) -> str:
     """Point MLflow at the store and return the experiment's id, creating it if needed.
 
@@ -86,15 +109,17 @@ def configure(tracking_uri: str, experiment_name: str, artifact_location: str) -
     is made absolute, so `mlflow ui` finds the artifacts from any working directory.
     """
     check_reachable(tracking_uri)
-    mlflow.set_tracking_uri(absolute_tracking_uri(tracking_uri))
-    experiment = mlflow.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        location = artifact_location
-        if "://" not in location:
-            location = Path(location).resolve().as_uri()
-        experiment_id = mlflow.create_experiment(experiment_name, artifact_location=location)
-    else:
-        experiment_id = experiment.experiment_id
+    tracking_uri = absolute_tracking_uri(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    with _store_lock(tracking_uri):
+        experiment = mlflow.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            location = artifact_location
+            if "://" not in location:
+                location = Path(location).resolve().as_uri()
+            experiment_id = mlflow.create_experiment(experiment_name, artifact_location=location)
+        else:
+            experiment_id = experiment.experiment_id
     # Nested runs (tuner trials) are created in the active experiment, not their parent's.
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id

@@ -9,6 +9,7 @@ training, from the config with the trial's values applied.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -122,10 +123,17 @@ def apply_values(cfg: DictConfig, values: dict[str, Any], conf_dir: Path = CONF_
     with open_dict(trial):
         for key, value in values.items():
             if _is_group(key, conf_dir):
-                trial[key] = OmegaConf.load(conf_dir / key / f"{value}.yaml")
+                trial[key] = _group_option(trial, key, conf_dir / key / f"{value}.yaml")
             else:
                 OmegaConf.update(trial, key, value, merge=False)
     return trial
+
+
+def _group_option(cfg: DictConfig, group: str, path: Path) -> DictConfig:
+    """A group option's file as a node that fits the group's typed schema, if it has one."""
+    option = OmegaConf.load(path)
+    schema = OmegaConf.get_type(cfg, group)
+    return OmegaConf.merge(OmegaConf.structured(schema), option) if dataclasses.is_dataclass(schema) else option
 
 
 class ConfigHyperModel(kt.HyperModel):
@@ -186,6 +194,16 @@ def tracked_tuner(base: type) -> type:
 
     TrackedTuner.__name__ = f"Tracked{base.__name__}"
     return TrackedTuner
+
+
+def close_interrupted_trials(parent_run_id: str) -> None:
+    """Mark the trial runs an interrupted search left RUNNING as KILLED; KerasTuner reruns them."""
+    client = mlflow.tracking.MlflowClient()
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    stale = client.search_runs([experiment_id], filter_string=(
+        f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"))
+    for run in stale:
+        client.set_terminated(run.info.run_id, "KILLED")
 
 
 def check_search(cfg: DictConfig) -> tuple[list[Dimension], str]:
@@ -262,6 +280,7 @@ def search(cfg: DictConfig) -> float:
     with tracking.tracked_run(experiment_id, run_name, project_dir) as parent:
         tracking.log_params(tracking.flatten_params(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
         mlflow.set_tag("affectexp.search", cfg.tuner.type)
+        close_interrupted_trials(parent.info.run_id)
         hypermodel = ConfigHyperModel(cfg, dimensions, face_shape, len(class_names), train_size)
         tuner = build_tuner(cfg, hypermodel, project_dir, direction)
         tuner.search(epochs=cfg.trainer.epochs)
