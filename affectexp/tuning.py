@@ -13,6 +13,8 @@ import dataclasses
 import json
 import logging
 import math
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,9 +177,12 @@ def tracked_tuner(base: type) -> type:
     """
 
     class TrackedTuner(base):
+        parent_run_id: str | None = None  # the search's run; set before search()
+
         def on_trial_begin(self, trial):
             super().on_trial_begin(trial)
-            mlflow.start_run(run_name=f"trial {trial.trial_id}", nested=True,
+            # An explicit parent: a distributed worker has no active parent run of its own.
+            mlflow.start_run(run_name=f"trial {trial.trial_id}", nested=True, parent_run_id=self.parent_run_id,
                              tags={"affectexp.trial_id": trial.trial_id})
             mlflow.log_params({k: str(v) for k, v in trial.hyperparameters.values.items()})
 
@@ -268,33 +273,69 @@ def write_experiment(cfg: DictConfig, values: dict[str, Any]) -> Path:
     return path
 
 
+def distributed_role() -> str | None:
+    """"chief", "worker" or None, read as KerasTuner reads its KERASTUNER_* variables."""
+    if "KERASTUNER_ORACLE_IP" not in os.environ:
+        return None
+    return "chief" if "chief" in os.environ.get("KERASTUNER_TUNER_ID", "") else "worker"
+
+
+def wait_for_parent_run(project_dir: Path, timeout_s: float) -> str:
+    """The search's run id, written by the chief into the shared project directory."""
+    id_file = project_dir / tracking.RUN_ID_FILE
+    deadline = time.monotonic() + timeout_s
+    while not id_file.exists():
+        if time.monotonic() > deadline:
+            raise SearchError(f"{id_file}: no chief started this search within {timeout_s:.0f} s "
+                              "(start the chief with KERASTUNER_TUNER_ID=chief)")
+        time.sleep(1)
+    return id_file.read_text().strip()
+
+
 def search(cfg: DictConfig) -> float:
-    """Run the configured search; returns the best model's cfg.trainer.objective on the test split."""
+    """Run the configured search; returns the best model's cfg.trainer.objective on the test split.
+
+    In KerasTuner's distributed mode the chief serves the oracle and holds the search's run;
+    each worker runs trials, logged as children of the chief's run, and returns NaN.
+    """
     dimensions, direction = check_search(cfg)
     check_objective(cfg.trainer.objective)
     with open_checked_cache(cfg) as cache:
         face_shape, class_names, train_size = cache.face_shape, list(cache.class_names), cache.split_size("train")
     project_dir = Path(cfg.paths.runs_dir) / "tuner" / f"{cfg.tuner.type}-{config_fingerprint(cfg)}"
     experiment_id = tracking.configure_logger(cfg.logger)
+    hypermodel = ConfigHyperModel(cfg, dimensions, face_shape, len(class_names), train_size)
+    if distributed_role() == "worker":
+        tuner = build_tuner(cfg, hypermodel, project_dir, direction)
+        tuner.parent_run_id = wait_for_parent_run(project_dir, cfg.tuner.worker_wait_s)
+        tuner.search(epochs=cfg.trainer.epochs)
+        return float("nan")
     run_name = cfg.logger.run_name or f"search {cfg.tuner.type}"
     with tracking.tracked_run(experiment_id, run_name, project_dir) as parent:
         tracking.log_params(tracking.flatten_params(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
         mlflow.set_tag("affectexp.search", cfg.tuner.type)
         close_interrupted_trials(parent.info.run_id)
-        hypermodel = ConfigHyperModel(cfg, dimensions, face_shape, len(class_names), train_size)
         tuner = build_tuner(cfg, hypermodel, project_dir, direction)
+        tuner.parent_run_id = parent.info.run_id
         tuner.search(epochs=cfg.trainer.epochs)
-        board = leaderboard(tuner)
-        best = best_values(tuner, dimensions)
-        experiment_path = write_experiment(cfg, best)
-        mlflow.log_params({f"best.{k}": json.dumps(v) if isinstance(v, (list, dict)) else str(v)
-                           for k, v in best.items()})
-        mlflow.log_metric(f"best_{cfg.tuner.objective}", float(board["score"].iloc[0]))
-        with tracking.artifact_dir() as folder:
-            board.to_csv(folder / "leaderboard.csv", index=False)
-            (folder / experiment_path.name).write_text(experiment_path.read_text())
-        model = tuner.get_best_models(1)[0]
-        metrics = evaluate_and_log(model, cfg.cache.path, "test", class_names, cfg.trainer.batch_size)
-        log.info("Best trial %s; test accuracy %.4f; reproduce with: python train.py experiment=%s (MLflow run %s)",
-                 board["trial_id"].iloc[0], metrics["accuracy"], cfg.tuner.export_name, parent.info.run_id)
+        metrics = report_search(cfg, tuner, dimensions, class_names)
+        log.info("Reproduce the best trial with: python train.py experiment=%s (MLflow run %s)",
+                 cfg.tuner.export_name, parent.info.run_id)
     return objective_value(cfg.trainer.objective, {"test": metrics})
+
+
+def report_search(cfg: DictConfig, tuner, dimensions: list[Dimension], class_names: list[str]) -> dict:
+    """Into the search's run: leaderboard, best values (also as an experiment file) and the
+    best model's test metrics, which are returned."""
+    board = leaderboard(tuner)
+    best = best_values(tuner, dimensions)
+    experiment_path = write_experiment(cfg, best)
+    mlflow.log_params({f"best.{k}": json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+                       for k, v in best.items()})
+    mlflow.log_metric(f"best_{cfg.tuner.objective}", float(board["score"].iloc[0]))
+    with tracking.artifact_dir() as folder:
+        board.to_csv(folder / "leaderboard.csv", index=False)
+        (folder / experiment_path.name).write_text(experiment_path.read_text())
+    model = tuner.get_best_models(1)[0]
+    log.info("Best trial %s of %d", board["trial_id"].iloc[0], len(board))
+    return evaluate_and_log(model, cfg.cache.path, "test", class_names, cfg.trainer.batch_size)

@@ -209,8 +209,9 @@ def test_sweep_and_search_against_a_real_mlflow_server(built_cache, tmp_path):
                 assert time.monotonic() < deadline and server.poll() is None, "mlflow server did not start"
                 time.sleep(0.5)
         root = Path(built_cache[1].paths.root)
+        # Jobs in parallel processes (joblib): each finds the sweep's parent run on its own.
         sweep = cli(root, f"logger.tracking_uri={uri}", "logger.experiment_name=remote", "model.dropout=0.2,0.4",
-                    multirun=True)
+                    "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", multirun=True)
         search = cli(root, f"logger.tracking_uri={uri}", "logger.experiment_name=remote_search", "tuner=random",
                      "tuner.max_trials=2", f"tuner.export_config_dir={tmp_path}")
         for process in (sweep, search):
@@ -232,3 +233,31 @@ def test_sweep_and_search_against_a_real_mlflow_server(built_cache, tmp_path):
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
+
+
+def test_distributed_search_with_a_chief_and_two_workers(built_cache, tmp_path):
+    """KerasTuner's distributed mode on loopback: the chief's run holds every worker's trials."""
+    port = str(free_port())
+    overrides = ["tuner=random", "tuner.max_trials=2", f"tuner.export_config_dir={tmp_path}",
+                 "logger.experiment_name=distributed", "tuner.worker_wait_s=300"]
+    root = Path(built_cache[1].paths.root)
+    processes = []
+    try:
+        for role in ("chief", "tuner0", "tuner1"):
+            env = {**os.environ, "KERASTUNER_TUNER_ID": role, "KERASTUNER_ORACLE_IP": "127.0.0.1",
+                   "KERASTUNER_ORACLE_PORT": port}
+            command = [sys.executable, "train.py", f"paths.root={root}", *QUICK, *overrides]
+            processes.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                              stderr=subprocess.STDOUT, text=True))
+        for process in processes:
+            output, _ = process.communicate(timeout=600)
+            assert process.returncode == 0, output[-3000:]
+    finally:
+        for process in processes:  # a worker that died would leave the chief waiting forever
+            if process.poll() is None:
+                process.kill()
+    _, runs = runs_of(local_store(built_cache), "distributed")
+    [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    trials = children_of(runs, parent)
+    assert parent.info.status == "FINISHED" and "test_accuracy" in parent.data.metrics
+    assert len(trials) == 2 and all(t.info.status == "FINISHED" for t in trials)
