@@ -85,12 +85,19 @@ class FacesConfig:
     square: bool = False
     out_of_bounds: OutOfBounds = OutOfBounds.clamp
     reduced_decoding: bool = True
+    align: bool = False
 
 
 @dataclass
 class SplitConfig:
     val_fraction: float = 0.1
     seed: int = 0
+
+
+@dataclass
+class ShardConfig:
+    index: int = 0  # which contiguous part of the rows this run crops, 0..count-1
+    count: int = 1  # 1: no sharding
 
 
 @dataclass
@@ -103,6 +110,8 @@ class PreprocessConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     num_workers: Optional[int] = None  # None: every core
     overwrite: bool = False
+    shard: ShardConfig = field(default_factory=ShardConfig)
+    merge: bool = False  # join the shard caches of shard.count runs into cache.path
 
 
 @dataclass
@@ -158,6 +167,7 @@ class TunerConfig:
     space: Any = None  # {config key or group: {type: float|int|choice|boolean, ...}}
     export_name: str = "tuned"
     export_config_dir: Optional[str] = None  # None: the project's conf/
+    worker_wait_s: float = 600.0  # distributed mode: how long a worker waits for the chief
 
 
 @dataclass
