@@ -173,6 +173,19 @@ def test_unreachable_tracking_server_stops_before_training(built_cache, caplog):
         train(cfg)
 
 
+def test_offline_logging_falls_back_to_the_local_store(built_cache, tmp_path, caplog):
+    from affectexp.training.run import train
+
+    local = f"sqlite:///{tmp_path / 'offline.db'}"
+    cfg = compose_config("train", Path(built_cache[1].paths.root), [
+        *QUICK, f"logger.tracking_uri=http://127.0.0.1:{free_port()}", "logger.offline=true",
+        f"logger.offline_uri={local}", "logger.experiment_name=offline"])
+    train(cfg)
+    assert "logging offline to " + local in caplog.text
+    _, runs = runs_of(local, "offline")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+
+
 @pytest.mark.parametrize("launcher", ["joblib", "slurm", "submitit_local", "ray_cluster"])
 def test_launcher_configs_compose(launcher, tmp_path):
     if launcher == "ray_cluster":
