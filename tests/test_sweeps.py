@@ -274,3 +274,16 @@ def test_distributed_search_with_a_chief_and_two_workers(built_cache, tmp_path):
     trials = children_of(runs, parent)
     assert parent.info.status == "FINISHED" and "test_accuracy" in parent.data.metrics
     assert len(trials) == 2 and all(t.info.status == "FINISHED" for t in trials)
+
+
+def test_optuna_search_runs_its_trials_as_one_sweep(built_cache):
+    root = Path(built_cache[1].paths.root)
+    process = cli(root, "hparams_search=optuna", "hydra.sweeper.n_trials=2", "logger.experiment_name=optuna")
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-3000:]
+    assert "Best value" in output or "best_value" in output.lower()
+    _, runs = runs_of(local_store(built_cache), "optuna")
+    [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    trials = children_of(runs, parent)
+    assert len(trials) == 2 and all("best_val_accuracy" in t.data.metrics for t in trials)
+    assert all(t.info.run_name.startswith("lr=") for t in trials)
