@@ -85,7 +85,6 @@ class FacesConfig:
     square: bool = False
     out_of_bounds: OutOfBounds = OutOfBounds.clamp
     reduced_decoding: bool = True
-    align: bool = False
 
 
 @dataclass
