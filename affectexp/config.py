@@ -85,6 +85,7 @@ class FacesConfig:
     square: bool = False
     out_of_bounds: OutOfBounds = OutOfBounds.clamp
     reduced_decoding: bool = True
+    align: bool = False
 
 
 @dataclass
@@ -107,7 +108,7 @@ class PreprocessConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     faces: FacesConfig = field(default_factory=FacesConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
-    num_workers: Optional[int] = None  # None: every core
+    num_workers: Optional[int] = None  # worker processes; None: one per core; 0: crop in the parent
     overwrite: bool = False
     shard: ShardConfig = field(default_factory=ShardConfig)
     merge: bool = False  # join the shard caches of shard.count runs into cache.path

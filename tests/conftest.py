@@ -55,3 +55,29 @@ def built_cache(cache_config):
     from affectexp.data.preprocess import run_preprocess
 
     return run_preprocess(cache_config), cache_config
+
+
+# The shared training run: a tiny CNN, a few epochs on the shared cache.
+EPOCHS = 8
+TINY_MODEL = ["model.widths=[16,32,64]", "model.dense_units=64", "model.dropout=0.3"]
+
+
+def train_config(cache_cfg, overrides: list[str] = ()):
+    """train.py's config for the shared cache (its workspace as paths.root), tiny model, EPOCHS epochs."""
+    root = Path(cache_cfg.paths.root)
+    return compose_config("train", root, ["cache.size=48", f"trainer.epochs={EPOCHS}", *TINY_MODEL, *overrides])
+
+
+@pytest.fixture(scope="session")
+def trained(built_cache):
+    """(objective, config, MLflow run) of one short training run on the shared cache."""
+    from mlflow.tracking import MlflowClient
+
+    from affectexp.training.run import train
+
+    cfg = train_config(built_cache[1], ["logger.run_name=e2e"])
+    objective = train(cfg)
+    client = MlflowClient(cfg.logger.tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.logger.experiment_name)
+    [run] = client.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'e2e'")
+    return objective, cfg, run

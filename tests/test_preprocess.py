@@ -151,11 +151,11 @@ def test_missing_root_is_refused(tmp_path):
         run_preprocess(cfg)
 
 
-def test_one_and_two_workers_write_identical_faces(synthetic_root, tmp_path):
+def test_in_process_and_two_workers_write_identical_faces(synthetic_root, tmp_path):
     root, lines = make_affectnet_root(synthetic_root, tmp_path / "affectnet", rows=20)
     write_lists(root, lines[:14], lines[14:])
     faces = []
-    for workers in (1, 2):
+    for workers in (0, 2):
         cfg = compose_config("preprocess", tmp_path / f"work{workers}", [
             "dataset=affectnet", f"dataset.root={root}", "cache.size=40", "cache.color=rgb",
             f"num_workers={workers}", "cache.chunk_rows=3"])
@@ -229,3 +229,18 @@ def test_killed_preprocess_resumes_to_an_identical_cache(synthetic_root, tmp_pat
             assert np.array_equal(resumed.file[name][:], expected.file[name][:])
     assert summary.skipped == pd.read_csv(report_path_of(Path(reference.cache.path)))["reason"].value_counts().to_dict()
     assert not parts.exists()
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_lists_read_in_chunks_keep_their_line_numbers(synthetic_root, tmp_path, monkeypatch, header):
+    from affectexp.data.sources import affectnet
+
+    root, lines = make_affectnet_root(synthetic_root, tmp_path / "affectnet", rows=11)
+    write_lists(root, lines, lines[:3], validation_header=header)
+    whole = affectnet.AffectNetSource("a", str(root)).read(landmarks=True).rows
+    monkeypatch.setattr(affectnet, "CHUNK_LINES", 4)  # several chunks per list
+    chunked = affectnet.AffectNetSource("a", str(root)).read(landmarks=True).rows
+    pd.testing.assert_frame_equal(chunked, whole)
+    first = 2 if header else 1
+    assert chunked["row_id"].tolist()[-3:] == [f"validation.csv:{first + i}" for i in range(3)]
+    assert chunked["landmarks"].str.count(";").eq(135).all()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,31 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra.errors import ConfigCompositionException
 from mlflow.tracking import MlflowClient
 
 from affectexp.data.cache import CacheError, FaceCache
-from conftest import compose_config
-
-EPOCHS = 8
-TINY_MODEL = ["model.widths=[16,32,64]", "model.dense_units=64", "model.dropout=0.3"]
-
-
-def train_config(cache_cfg, overrides: list[str] = ()):
-    root = Path(cache_cfg.paths.root)
-    return compose_config("train", root, ["cache.size=48", f"trainer.epochs={EPOCHS}", *TINY_MODEL, *overrides])
-
-
-@pytest.fixture(scope="session")
-def trained(built_cache):
-    """(objective, config, MLflow run) of one short training run on the shared cache."""
-    from affectexp.training.run import train
-
-    cfg = train_config(built_cache[1], ["logger.run_name=e2e"])
-    objective = train(cfg)
-    client = MlflowClient(cfg.logger.tracking_uri)
-    experiment = client.get_experiment_by_name(cfg.logger.experiment_name)
-    [run] = client.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'e2e'")
-    return objective, cfg, run
+from affectexp.models.layers import class_names_of
+from conftest import EPOCHS, TINY_MODEL, compose_config, train_config
 
 
 def test_learns_the_synthetic_expressions(trained):
@@ -57,7 +40,7 @@ def test_run_records_params_metrics_and_artifacts(trained):
     assert {"loss", "accuracy", "val_loss", "learning_rate", "test_f1_happy"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "model.keras", "test_confusion_matrix.png", "test_metrics.json",
-            "training_curves.png"} <= artifacts
+            "training_curves.png", "augmentation_samples.png"} <= artifacts
 
 
 def test_logged_model_predicts_as_evaluated(trained, tmp_path):
@@ -71,6 +54,7 @@ def test_logged_model_predicts_as_evaluated(trained, tmp_path):
         labels = cache.labels("test")
     accuracy = float((model.predict(faces, verbose=0).argmax(axis=1) == labels).mean())
     assert accuracy == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-6)
+    assert class_names_of(model) == list(cfg.classes.names)
 
 
 def test_diverging_run_ends_failed(built_cache):
@@ -128,3 +112,90 @@ def test_killed_training_resumes_in_the_same_mlflow_run(built_cache):
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss")]
     assert steps == [1, 2, 3], f"epochs logged {steps}: the run restarted instead of resuming"
+
+
+def runs_named(cfg, run_name: str) -> list:
+    client = MlflowClient(cfg.logger.tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.logger.experiment_name)
+    if experiment is None:
+        return []
+    return client.search_runs([experiment.experiment_id], filter_string=f"attributes.run_name = '{run_name}'")
+
+
+def test_cache_of_another_schema_version_stops_before_training(built_cache, tmp_path):
+    import h5py
+
+    from affectexp.training.run import train
+
+    old_cache = tmp_path / "old.h5"
+    shutil.copy(built_cache[1].cache.path, old_cache)
+    with h5py.File(old_cache, "r+") as file:
+        file.attrs["schema_version"] = 0
+    cfg = train_config(built_cache[1], [f"cache.path={old_cache}", "logger.run_name=old_schema"])
+    with pytest.raises(CacheError, match="schema version 0.*rebuild it with preprocess.py"):
+        train(cfg)
+    assert runs_named(cfg, "old_schema") == []
+
+
+# A key that a model's file or an experiment adds (+model.widht) is checked against the builder's
+# signature; a misspelt key on the command line already stops in Hydra (test_config.py).
+@pytest.mark.parametrize("override", ["+model.widht=3", "model.dropout=high", "optimizer.name=adamx"])
+def test_bad_model_or_optimizer_value_stops_before_training(built_cache, override):
+    from affectexp.errors import UserInputError
+    from affectexp.training.run import train
+
+    cfg = train_config(built_cache[1], [override, "logger.run_name=bad_value"])
+    key = override.lstrip("+").split("=")[0]
+    with pytest.raises(UserInputError, match=re.escape(key)):
+        train(cfg)
+    assert runs_named(cfg, "bad_value") == []
+
+
+@pytest.mark.parametrize(("group", "choice"), [("model", "resnet"), ("augmentation", "strong"), ("optimizer", "adamw")])
+def test_unknown_group_option_lists_the_choices(group, choice, tmp_path):
+    with pytest.raises(ConfigCompositionException, match=rf"(?s)Available options in '{group}'.*{choice}"):
+        compose_config("train", tmp_path, [f"{group}=no_such_{group}"])
+
+
+def test_deterministic_training_gives_the_same_weights_twice(built_cache, tmp_path):
+    import keras
+
+    from affectexp.training.run import config_fingerprint, train
+
+    overrides = ["trainer.deterministic=true", "trainer.epochs=2", "trainer.steps_per_epoch=4",
+                 "augmentation=light", f"cache.path={built_cache[1].cache.path}"]
+    weights = []
+    for attempt in ("first", "second"):
+        cfg = compose_config("train", tmp_path / attempt, ["cache.size=48", *TINY_MODEL, *overrides])
+        train(cfg)
+        model = keras.models.load_model(tmp_path / attempt / "runs" / config_fingerprint(cfg) / "last.keras")
+        weights.append(model.get_weights())
+    assert len(weights[0]) == len(weights[1])
+    for first, second in zip(*weights):
+        np.testing.assert_array_equal(first, second)
+
+
+MIRRORED_RUN = """
+import logging
+import sys
+import tensorflow as tf
+logging.basicConfig(level=logging.INFO)
+# Two logical CPU devices stand in for two GPUs; this must happen before TensorFlow starts.
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from conftest import compose_config
+from affectexp.training.run import train
+print("objective", train(compose_config("train", sys.argv[1], sys.argv[2:])))
+"""
+
+
+def test_mirrored_strategy_trains_on_two_replicas(built_cache):
+    overrides = ["trainer.strategy=mirrored", "trainer.epochs=2", "trainer.steps_per_epoch=4", "logger.run_name=mirrored"]
+    cfg = train_config(built_cache[1], overrides)
+    arguments = [cfg.paths.root, "cache.size=48", *TINY_MODEL, *overrides]
+    result = subprocess.run([sys.executable, "-c", MIRRORED_RUN, *arguments], cwd=Path(__file__).resolve().parent,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MirroredStrategy over 2 replicas" in result.stderr
+    [run] = runs_named(cfg, "mirrored")
+    assert run.info.status == "FINISHED" and run.data.params["trainer.strategy"] == "mirrored"

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -115,27 +116,12 @@ class CacheWriter:
 
     def column(self, name: str) -> np.ndarray:
         """One column of every face written so far, in order."""
-        parts = [np.zeros(0, COLUMNS[name])]
-        for path in self.segments:
-            with h5py.File(path, "r") as segment:
-                parts.append(segment[name][:])
-        return np.concatenate(parts)
+        return concat_column(self.segments, name)
 
     def finish(self, attrs: dict) -> Path:
         """Assemble the segments into the cache with `attrs`, rename it into place, drop the parts."""
         self.seal()
-        total = sum(_segment_faces(path) for path in self.segments)
-        partial = partial_path(self.path)
-        with h5py.File(partial, "w") as cache:
-            create_layout(cache, total, self.face_shape, self.chunk_rows)
-            offset = 0
-            for path in self.segments:
-                with h5py.File(path, "r") as segment:
-                    offset = _copy_rows(segment, cache, offset, self.chunk_rows)
-            cache.attrs["schema_version"] = SCHEMA_VERSION
-            for key, value in attrs.items():
-                cache.attrs[key] = value if isinstance(value, (int, float, str)) else json.dumps(value)
-        os.replace(partial, self.path)
+        assemble(self.path, self.segments, self.face_shape, self.chunk_rows, attrs)
         shutil.rmtree(self.parts)
         return self.path
 
@@ -143,6 +129,40 @@ class CacheWriter:
         """Stop without sealing: an unfinished segment stays a .tmp and is redone on resume."""
         if self._segment is not None and self._segment.id.valid:
             self._segment.close()
+
+
+def concat_column(files: list[Path], name: str) -> np.ndarray:
+    """One column (a name in COLUMNS) of the faces in `files` (segments or caches), in order."""
+    parts = [np.zeros(0, COLUMNS[name])]
+    for path in files:
+        with h5py.File(path, "r") as file:
+            parts.append(file[name][:])
+    return np.concatenate(parts)
+
+
+def assemble(path: Path, parts: list[Path], face_shape: tuple[int, int, int], chunk_rows: int, attrs: dict) -> Path:
+    """Write the cache at `path` from the rows of `parts` (segment or shard files), in order.
+
+    Written to <path>.partial and renamed into place only when complete; memory stays one
+    chunk. Rows are written in windows of `chunk_rows` whatever the parts' sizes, so the same
+    rows and attrs give the same file byte for byte, however they were split into parts
+    (segments of one run, or the shards of several).
+    """
+    total = sum(_segment_faces(part) for part in parts)
+    partial = partial_path(path)
+    with h5py.File(partial, "w") as cache:
+        create_layout(cache, total, face_shape, chunk_rows)
+        offset = 0
+        for window in _row_windows(parts, chunk_rows):
+            stop = offset + len(window["faces"])
+            for name, values in window.items():
+                cache[name][offset:stop] = values
+            offset = stop
+        cache.attrs["schema_version"] = SCHEMA_VERSION
+        for key, value in attrs.items():
+            cache.attrs[key] = value if isinstance(value, (int, float, str)) else json.dumps(value)
+    os.replace(partial, path)
+    return path
 
 
 def _append(file: h5py.File, name: str, values) -> None:
@@ -163,12 +183,21 @@ def _segment_faces(path: Path) -> int:
         return segment["faces"].shape[0]
 
 
-def _copy_rows(source: h5py.File, target: h5py.File, offset: int, step: int) -> int:
-    """Copy every row dataset of `source` into `target` from row `offset`, `step` rows at a time
-    (memory stays one chunk); returns the offset after the copied rows."""
-    count = source["faces"].shape[0]
-    for start in range(0, count, step):
-        stop = min(start + step, count)
-        for name in _ROW_DATASETS:
-            target[name][offset + start:offset + stop] = source[name][start:stop]
-    return offset + count
+def _row_windows(parts: list[Path], step: int) -> Iterator[dict[str, np.ndarray]]:
+    """Every row dataset of `parts`, concatenated in order and cut into windows of `step`
+    rows (the last may be shorter); one window in memory at a time."""
+    pending: dict[str, list] = {name: [] for name in _ROW_DATASETS}
+    buffered = 0
+    for part in parts:
+        with h5py.File(part, "r") as source:
+            count, start = source["faces"].shape[0], 0
+            while start < count:
+                take = min(step - buffered, count - start)
+                for name in _ROW_DATASETS:
+                    pending[name].append(source[name][start:start + take])
+                buffered, start = buffered + take, start + take
+                if buffered == step:
+                    yield {name: np.concatenate(values) for name, values in pending.items()}
+                    pending, buffered = {name: [] for name in _ROW_DATASETS}, 0
+    if buffered:
+        yield {name: np.concatenate(values) for name, values in pending.items()}

@@ -7,23 +7,31 @@ import pandas as pd
 
 from affectexp.data.cache import SPLITS
 
+_TRAIN, _VAL = SPLITS.index("train"), SPLITS.index("val")
+
 
 def assign_validation(rows: pd.DataFrame, val_fraction: float, seed: int) -> pd.DataFrame:
     """Move a seeded, per-label stratified `val_fraction` of the "train" rows to "val".
 
     Sources that define their own validation rows (FER2013's PublicTest) keep them and lose
     no training rows. Returns the rows ordered split by split (train, val, test), each in
-    source order, so that every split is one contiguous range of the cache.
+    source order, so that every split is one contiguous range of the cache; `split` and the
+    added `split_code` (uint8, index into SPLITS) hold the final split.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"split.val_fraction: {val_fraction} is not in [0, 1)")
-    rows = rows.copy()
-    if not (rows["split"] == "val").any() and val_fraction > 0:
+    codes = rows["split"].map({name: i for i, name in enumerate(SPLITS)}).to_numpy(dtype=np.uint8)
+    if not (codes == _VAL).any() and val_fraction > 0:
         rng = np.random.default_rng(seed)
-        train = rows[rows["split"] == "train"]
-        for _, group in sorted(train.groupby("label"), key=lambda item: item[0]):
+        labels = rows["label"].to_numpy()
+        train = codes == _TRAIN
+        for label in np.unique(labels[train]):
+            group = np.flatnonzero(train & (labels == label))
             count = int(round(len(group) * val_fraction))
-            chosen = rng.permutation(group.index.to_numpy())[:count]
-            rows.loc[chosen, "split"] = "val"
-    order = rows["split"].map({name: i for i, name in enumerate(SPLITS)})
-    return rows.assign(split_code=order.astype(np.uint8)).sort_values("split_code", kind="stable").reset_index(drop=True)
+            codes[rng.permutation(group)[:count]] = _VAL
+    order = np.argsort(codes, kind="stable")
+    ordered = rows.iloc[order].reset_index(drop=True)
+    ordered["split_code"] = codes[order]
+    ordered["split"] = pd.Categorical.from_codes(codes[order], categories=list(SPLITS))
+    return ordered
+

@@ -10,17 +10,38 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from affectexp.data.affectnet_layout import parse_landmarks
 from affectexp.data.faces import FaceError, FaceSpec, load_face
 
 
 @dataclass
 class ChunkTask:
-    """Rows to crop, from table row `index` on: paths (n,) and boxes (n, 4) float64 (x, y, w, h)."""
+    """Rows to crop, from table row `index` on.
+
+    paths (n,) str; boxes (n, 4) float64 (x, y, w, h), NaN for the whole image;
+    landmarks (n,) AffectNet landmark strings, only when spec.align (parsed here, in the
+    worker, so that the parent does no per-row parsing); spans (n, 2) int64 (offset, length)
+    of text-encoded faces inside `paths` (FER2013), -1 where the path is an image file,
+    None when no row has one.
+    """
 
     index: int
     paths: list[str]
     boxes: np.ndarray
     spec: FaceSpec
+    landmarks: list[str] | None = None
+    spans: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def span(self, i: int) -> tuple[int, int] | None:
+        if self.spans is None or self.spans[i, 0] < 0:
+            return None
+        return int(self.spans[i, 0]), int(self.spans[i, 1])
+
+    def landmarks_of(self, i: int) -> np.ndarray | None:
+        return parse_landmarks(self.landmarks[i]) if self.landmarks is not None else None
 
 
 @dataclass
@@ -43,11 +64,11 @@ def init_worker() -> None:
 
 def crop_chunk(task: ChunkTask) -> ChunkResult:
     spec = task.spec
-    faces = np.zeros((len(task.paths), spec.size, spec.size, spec.channels), dtype=np.uint8)
+    faces = np.zeros((len(task), spec.size, spec.size, spec.channels), dtype=np.uint8)
     reasons: list[str | None] = []
     for i, (path, box) in enumerate(zip(task.paths, task.boxes)):
         try:
-            faces[i] = load_face(path, tuple(box), spec)
+            faces[i] = load_face(path, tuple(box), spec, task.landmarks_of(i), task.span(i))
             reasons.append(None)
         except FaceError as error:
             reasons.append(error.reason)

@@ -1,6 +1,9 @@
-"""Layers shared by every model: the normalisation that lets a saved model take uint8 faces."""
+"""Layers shared by every model: the normalisation that lets a saved model take uint8 faces,
+the classifier head, and the class names a saved model carries."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import keras
 from keras import layers, ops
@@ -28,6 +31,22 @@ class PerImageStandardization(layers.Layer):
         return {**super().get_config(), "epsilon": self.epsilon}
 
 
+@keras.saving.register_keras_serializable(package="affectexp")
+class ClassNames(layers.Identity):
+    """Passes the probabilities through; records which class each output column is.
+
+    Saved with the model, so evaluation on another cache can match classes by name
+    (a model trained on 8 classes evaluated on a 5-class cache).
+    """
+
+    def __init__(self, class_names: Sequence[str], **kwargs):
+        super().__init__(**kwargs)
+        self.class_names = list(class_names)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "class_names": self.class_names}
+
+
 def normalized_input(input_shape: tuple[int, int, int]) -> tuple[keras.KerasTensor, keras.KerasTensor]:
     """The model input (faces as stored: 0..255 values) and its standardised float version."""
     inputs = keras.Input(shape=tuple(input_shape), name="faces")
@@ -36,7 +55,28 @@ def normalized_input(input_shape: tuple[int, int, int]) -> tuple[keras.KerasTens
 
 
 def classifier_head(features, num_classes: int, dropout: float) -> keras.KerasTensor:
-    """Softmax over the classes, after dropout."""
+    """Softmax over the classes, after dropout.
+
+    The softmax is computed in float32 whatever the dtype policy: under mixed precision a
+    float16 softmax and loss lose the small probabilities.
+    """
     if dropout > 0:
         features = layers.Dropout(dropout)(features)
-    return layers.Dense(num_classes, activation="softmax", name="expression")(features)
+    return layers.Dense(num_classes, activation="softmax", name="expression", dtype="float32")(features)
+
+
+def with_class_names(model: keras.Model, class_names: Sequence[str]) -> keras.Model:
+    """`model` with a ClassNames layer on its (batch, k) output; k must equal len(class_names)."""
+    if model.output.shape[-1] != len(class_names):
+        raise ValueError(f"model {model.name!r} outputs {model.output.shape[-1]} classes, "
+                         f"but {len(class_names)} class names were given: {list(class_names)}")
+    outputs = ClassNames(class_names, name="class_names", dtype="float32")(model.output)
+    return keras.Model(model.input, outputs, name=model.name)
+
+
+def class_names_of(model: keras.Model) -> list[str] | None:
+    """The class names a model was saved with (its ClassNames layer), or None for a model without."""
+    for layer in model.layers:
+        if isinstance(layer, ClassNames):
+            return list(layer.class_names)
+    return None

@@ -29,7 +29,7 @@ def _residual_block(x, filters: int, stride: int, regularizer, momentum: float):
 def build_resnet(
     input_shape: tuple[int, int, int],
     num_classes: int,
-    widths: Sequence[int] = (32, 64, 128, 256),
+    widths: Sequence[int] = (16, 32, 64, 128),
     blocks_per_stage: int = 2,
     dropout: float = 0.3,
     l2: float = 1e-4,

@@ -23,12 +23,13 @@ class CacheBatches(keras.utils.PyDataset):
     by row. Otherwise it is streamed: random row reads from HDF5 are ~100x slower than
     sequential ones, so each epoch visits the chunks in a shuffled order and shuffles rows
     within windows of SHUFFLE_WINDOW_CHUNKS chunks; memory stays a few chunks whatever the
-    size of the cache.
+    size of the cache. `balance` ("oversample" | "truncate") draws each epoch's rows so that
+    every class is equally frequent (balanced_positions); the cache keeps every face.
     """
 
     def __init__(self, cache_path: str, split: str, batch_size: int, *, shuffle: bool, seed: int,
                  augmentation: dict | None = None, ram_budget_bytes: int = 2 << 30,
-                 steps: int | None = None, workers: int = 1):
+                 steps: int | None = None, workers: int = 1, balance: str = "none"):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
         self.cache = FaceCache(cache_path)
         self.split = split
@@ -36,6 +37,7 @@ class CacheBatches(keras.utils.PyDataset):
         self.shuffle = shuffle
         self.seed = seed
         self.steps = steps
+        self.balance = balance
         self.size = self.cache.split_size(split)
         self.labels = self.cache.labels(split)
         self.chunk_rows = self.cache.chunk_rows
@@ -49,7 +51,7 @@ class CacheBatches(keras.utils.PyDataset):
         self.order = self._epoch_order()
 
     def __len__(self) -> int:
-        full = math.ceil(self.size / self.batch_size)
+        full = math.ceil(len(self.order) / self.batch_size)
         return min(full, self.steps) if self.steps else full
 
     def on_epoch_end(self) -> None:
@@ -61,17 +63,10 @@ class CacheBatches(keras.utils.PyDataset):
         if not self.shuffle:
             return np.arange(self.size)
         rng = np.random.default_rng([self.seed, self.epoch])
+        positions = balanced_positions(self.labels, self.balance, rng)
         if self.in_memory:
-            return rng.permutation(self.size)
-        chunks = rng.permutation(math.ceil(self.size / self.chunk_rows))
-        order = []
-        for start in range(0, len(chunks), SHUFFLE_WINDOW_CHUNKS):
-            window = np.concatenate([self._chunk_positions(c) for c in chunks[start:start + SHUFFLE_WINDOW_CHUNKS]])
-            order.append(rng.permutation(window))
-        return np.concatenate(order)
-
-    def _chunk_positions(self, chunk: int) -> np.ndarray:
-        return np.arange(chunk * self.chunk_rows, min((chunk + 1) * self.chunk_rows, self.size))
+            return rng.permutation(positions)
+        return chunk_window_order(positions, self.chunk_rows, SHUFFLE_WINDOW_CHUNKS, rng)
 
     def _read_chunk(self, chunk: int) -> np.ndarray:
         with self._lock:
@@ -106,6 +101,43 @@ class CacheBatches(keras.utils.PyDataset):
 
     def close(self) -> None:
         self.cache.close()
+
+
+def balanced_positions(labels: np.ndarray, balance: str, rng: np.random.Generator) -> np.ndarray:
+    """One epoch's positions (int64, sorted) into a split with these labels (n,), balanced by class.
+
+    "none" and "class_weight": every position once (class_weight balances the loss instead).
+    "oversample": every position once, plus random repeats of the smaller classes' positions
+    up to the largest class's count. "truncate": a fresh random subset of each class with the
+    smallest class's count each epoch, so over the epochs every face is still seen.
+    """
+    if balance in ("none", "class_weight"):
+        return np.arange(len(labels))
+    if balance not in ("oversample", "truncate"):
+        raise ValueError(f"trainer.balance: unknown mode {balance!r}")
+    by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    counts = [len(members) for members in by_class]
+    picked = []
+    for members in by_class:
+        if balance == "truncate":
+            picked.append(rng.choice(members, min(counts), replace=False))
+        else:
+            picked += [members, rng.choice(members, max(counts) - len(members), replace=True)]
+    return np.sort(np.concatenate(picked))
+
+
+def chunk_window_order(positions: np.ndarray, chunk_rows: int, window_chunks: int,
+                       rng: np.random.Generator) -> np.ndarray:
+    """`positions` shuffled for streaming: chunks in a random order, rows shuffled only among
+    the rows of `window_chunks` consecutive chunks of that order, so reading them touches a
+    few chunks at a time (random row reads from HDF5 are ~100x slower than whole chunks)."""
+    if len(positions) == 0:
+        return positions
+    chunk_of = positions // chunk_rows
+    rank = np.empty(chunk_of.max() + 1, dtype=np.int64)
+    rank[rng.permutation(len(rank))] = np.arange(len(rank))
+    window = rank[chunk_of] // window_chunks
+    return positions[np.lexsort((rng.random(len(positions)), window))]
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:

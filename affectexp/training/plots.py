@@ -48,3 +48,24 @@ def plot_history(history: dict[str, list[float]], path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_augmented_grid(faces: np.ndarray, variants: np.ndarray, title: str, path: Path) -> Path:
+    """One row per face: the face as stored, then its augmented variants; saved as PNG.
+
+    faces: (n, H, W, C) uint8; variants: (n, v, H, W, C) uint8.
+    """
+    rows, columns = variants.shape[0], variants.shape[1] + 1
+    fig, axes = plt.subplots(rows, columns, figsize=(1.2 * columns, 1.2 * rows + 0.4), squeeze=False)
+    for row in range(rows):
+        for column, image in enumerate([faces[row], *variants[row]]):
+            ax = axes[row, column]
+            ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_title("stored", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

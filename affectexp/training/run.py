@@ -15,18 +15,23 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-import affectexp.models.layers  # noqa: F401  (registers the custom layers for loading models)
 from affectexp import tracking
-from affectexp.data.cache import CacheError, FaceCache
 from affectexp.errors import ConfigError
+from affectexp.models.layers import with_class_names
+from affectexp.models.schema import check_model_config
+from affectexp.training import runtime
+from affectexp.training.augment import FaceAugmenter, augmented_variants, check_transform
+from affectexp.training.caches import open_checked_cache, preprocess_command  # noqa: F401  (part of this API)
+from affectexp.training.evaluation import EVALUATION_PREFIX, evaluate_and_log, predict_split  # noqa: F401  (idem)
 from affectexp.training.inputs import CacheBatches, class_weights
-from affectexp.training.metrics import classification_metrics
-from affectexp.training.optimizers import build_optimizer
-from affectexp.training.plots import plot_confusion_matrix, plot_history
+from affectexp.training.losses import classification_loss
+from affectexp.training.optimizers import build_optimizer, check_optimizer_config
+from affectexp.training.plots import plot_augmented_grid, plot_history
 
 log = logging.getLogger(__name__)
 
-BALANCE_MODES = ("none", "class_weight")
+# Faces and augmented variants of each shown in the augmentation_samples.png artifact.
+SAMPLE_FACES, SAMPLE_VARIANTS = 8, 7
 
 
 class TrainingDiverged(RuntimeError):
@@ -60,30 +65,14 @@ def config_fingerprint(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(container, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def preprocess_command(cfg: DictConfig) -> str:
-    """The preprocess.py command that builds the cache this config asks for."""
-    parts = [f"dataset={cfg.dataset.name}"]
-    if "root" in cfg.dataset and cfg.dataset.name != "synthetic":
-        parts.append(f"dataset.root={cfg.dataset.root}")
-    parts += [f"classes={cfg.classes.name}", f"cache.size={cfg.cache.size}", f"cache.color={cfg.cache.color}",
-              f"cache.path={cfg.cache.path}"]
-    return "python preprocess.py " + " ".join(parts)
-
-
-def open_checked_cache(cfg: DictConfig) -> FaceCache:
-    """The configured cache, after checking that it exists and holds the configured classes."""
-    path = Path(cfg.cache.path)
-    if not path.is_file():
-        raise CacheError(f"cache.path: {path} does not exist; build it with: {preprocess_command(cfg)}")
-    cache = FaceCache(path)
-    if list(cache.class_names) != list(cfg.classes.names):
-        cache.close()
-        raise CacheError(f"{path}: the cache holds classes {cache.class_names} but classes={cfg.classes.name} "
-                         f"asks for {list(cfg.classes.names)}; choose the matching classes or another cache.path")
-    if cache.split_size("train") == 0:
-        cache.close()
-        raise CacheError(f"{path}: the cache has no training faces")
-    return cache
+def check_config(cfg: DictConfig) -> None:
+    """What the typed schemas cannot check, checked before anything is trained or logged:
+    the model's keys and types against its builder, the optimizer and schedule names, the
+    objective, and the augmentation (built once)."""
+    check_model_config(cfg.model)
+    check_optimizer_config(cfg.optimizer)
+    check_objective(cfg.trainer.objective)
+    check_transform(augmentation_dict(cfg))
 
 
 def train(cfg: DictConfig) -> float:
@@ -92,9 +81,7 @@ def train(cfg: DictConfig) -> float:
     Rerunning the same config after an interruption resumes from the last finished epoch
     and continues the same MLflow run.
     """
-    if cfg.trainer.balance not in BALANCE_MODES:
-        raise ValueError(f"trainer.balance: unknown mode {cfg.trainer.balance!r}; choose from {list(BALANCE_MODES)}")
-    check_objective(cfg.trainer.objective)
+    check_config(cfg)
     with open_checked_cache(cfg) as cache:
         face_shape, class_names = cache.face_shape, list(cache.class_names)
         evaluated = [split for split in OBJECTIVE_SPLITS if cache.split_size(split) > 0]
@@ -102,8 +89,9 @@ def train(cfg: DictConfig) -> float:
     experiment_id = tracking.configure_logger(cfg.logger)
     with tracking.tracked_run(experiment_id, cfg.logger.run_name, work_dir) as run:
         tracking.log_params(tracking.flatten_params(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
-        keras.utils.set_random_seed(cfg.trainer.seed)
-        model, history, seconds = fit(cfg, face_shape, class_names, work_dir)
+        log_augmentation_samples(cfg)
+        with runtime.reproducible(cfg.trainer.seed, cfg.trainer.deterministic):
+            model, history, seconds = fit(cfg, face_shape, class_names, work_dir)
         metrics = {split: evaluate_and_log(model, cfg.cache.path, split, class_names, cfg.trainer.batch_size)
                    for split in evaluated}
         mlflow.log_metric("train_seconds", seconds)
@@ -138,36 +126,56 @@ def objective_value(objective: str, metrics_by_split: dict[str, dict]) -> float:
     return metrics_by_split[split][name]
 
 
+def augmentation_dict(cfg: DictConfig) -> dict | None:
+    """cfg.augmentation.transform as a plain dict (albumentations' serialised form), or None."""
+    transform = cfg.augmentation.transform
+    return OmegaConf.to_container(transform, resolve=True) if transform else None
+
+
 def make_batches(cfg: DictConfig) -> tuple[CacheBatches, CacheBatches]:
-    """(train batches, shuffled and augmented; validation batches) streamed from cfg.cache.path."""
+    """(train batches, shuffled, balanced and augmented; validation batches) streamed from cfg.cache.path."""
     trainer = cfg.trainer
     budget = trainer.ram_budget_mb << 20
-    transform = cfg.augmentation.transform
-    augmentation = OmegaConf.to_container(transform, resolve=True) if transform else None
     train_batches = CacheBatches(cfg.cache.path, "train", trainer.batch_size, shuffle=True, seed=trainer.seed,
-                                 augmentation=augmentation, ram_budget_bytes=budget, steps=trainer.steps_per_epoch,
-                                 workers=2)
+                                 augmentation=augmentation_dict(cfg), ram_budget_bytes=budget,
+                                 steps=trainer.steps_per_epoch, workers=2, balance=str(trainer.balance))
     val_batches = CacheBatches(cfg.cache.path, "val", trainer.batch_size, shuffle=False, seed=trainer.seed,
                                ram_budget_bytes=budget)
     return train_batches, val_batches
 
 
 def build_model(cfg: DictConfig, face_shape, num_classes: int, steps_per_epoch: int) -> keras.Model:
-    """The configured model (cfg.model's `_target_` builder), compiled with the configured optimizer."""
-    model = instantiate(cfg.model, input_shape=face_shape, num_classes=num_classes, _convert_="all")
+    """The configured model (cfg.model's `_target_` builder) in cfg.trainer.precision, carrying
+    the class names (cfg.classes.names), compiled with the configured optimizer and loss.
+
+    Call it inside the distribution strategy's scope (see fit) for the variables to be mirrored.
+    """
+    if len(cfg.classes.names) != num_classes:
+        raise ConfigError(f"classes={cfg.classes.name} names {len(cfg.classes.names)} classes, not {num_classes}")
+    with runtime.dtype_policy(str(cfg.trainer.precision)):
+        model = instantiate(cfg.model, input_shape=tuple(face_shape), num_classes=num_classes, _convert_="all")
+        model = with_class_names(model, list(cfg.classes.names))
     model.compile(
         optimizer=build_optimizer(cfg.optimizer, steps_per_epoch, cfg.trainer.epochs),
-        loss="sparse_categorical_crossentropy",
+        loss=classification_loss(num_classes, cfg.trainer.label_smoothing),
         metrics=["accuracy"],
     )
     return model
 
 
+def loss_class_weights(balance: str, labels: np.ndarray, num_classes: int) -> dict[int, float] | None:
+    """Keras' class_weight for trainer.balance: per-class weights for "class_weight", else None
+    (oversample and truncate balance the batches themselves)."""
+    return class_weights(labels, num_classes) if balance == "class_weight" else None
+
+
 def fit(cfg: DictConfig, face_shape, class_names, work_dir: Path):
-    """Build and fit the model; returns (best model by validation, history dict, seconds)."""
+    """Build and fit the model under cfg.trainer.strategy; returns (best model by validation,
+    history dict, seconds)."""
     trainer = cfg.trainer
     train_batches, val_batches = make_batches(cfg)
-    model = build_model(cfg, face_shape, len(class_names), len(train_batches))
+    with runtime.make_strategy(str(trainer.strategy)).scope():
+        model = build_model(cfg, face_shape, len(class_names), len(train_batches))
     mlflow.log_param("model.parameters", model.count_params())
     has_val = val_batches.size > 0
     monitor = trainer.monitor if has_val else trainer.monitor.removeprefix("val_")
@@ -181,7 +189,7 @@ def fit(cfg: DictConfig, face_shape, class_names, work_dir: Path):
     ]
     if trainer.early_stopping_patience > 0:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=trainer.early_stopping_patience))
-    weights = class_weights(train_batches.labels, len(class_names)) if trainer.balance == "class_weight" else None
+    weights = loss_class_weights(str(trainer.balance), train_batches.labels, len(class_names))
     started = time.perf_counter()
     try:
         history = model.fit(train_batches, validation_data=val_batches if has_val else None, epochs=trainer.epochs,
@@ -191,38 +199,22 @@ def fit(cfg: DictConfig, face_shape, class_names, work_dir: Path):
         val_batches.close()
     seconds = time.perf_counter() - started
     if best_path.exists():
-        model = keras.models.load_model(best_path)
+        model = keras.models.load_model(best_path, compile=False)  # evaluation only predicts
     return model, history.history, seconds
 
 
-def predict_split(model: keras.Model, cache_path: str, split: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(true labels, predicted probabilities (n, k)) for one split of a cache."""
-    batches = CacheBatches(cache_path, split, batch_size, shuffle=False, seed=0)
-    try:
-        probabilities = model.predict(batches, verbose=0)
-        return batches.labels, probabilities
-    finally:
-        batches.close()
-
-
-# Keras already logs the per-epoch "val_*" metrics: the kept model's evaluation on the
-# validation split is "best_val_*", so the two never mix in one metric history.
-EVALUATION_PREFIX = {"val": "best_val", "test": "test"}
-
-
-def evaluate_and_log(model: keras.Model, cache_path: str, split: str, class_names, batch_size: int) -> dict:
-    """Metrics of `split` logged as <prefix>_accuracy, ... (EVALUATION_PREFIX), plus confusion
-    matrix PNG and JSON."""
-    y_true, probabilities = predict_split(model, cache_path, split, batch_size)
-    metrics = classification_metrics(y_true, probabilities.argmax(axis=1), class_names)
-    prefix = EVALUATION_PREFIX.get(split, split)
-    scalars = {f"{prefix}_{k}": v for k, v in metrics.items() if isinstance(v, float)}
-    scalars.update({f"{prefix}_f1_{name}": m["f1"] for name, m in metrics["per_class"].items()})
-    mlflow.log_metrics(scalars)
+def log_augmentation_samples(cfg: DictConfig) -> None:
+    """augmentation_samples.png: a few training faces (first column) and augmented variants of each."""
+    serialized = augmentation_dict(cfg)
+    if serialized is None:
+        return
+    with open_checked_cache(cfg) as cache:
+        rows = np.random.default_rng(cfg.trainer.seed).choice(cache.split_size("train"), SAMPLE_FACES, replace=False)
+        faces = np.stack([cache.read_faces("train", int(row), int(row) + 1)[0] for row in np.sort(rows)])
+    variants = augmented_variants(FaceAugmenter(serialized, cfg.trainer.seed), faces, SAMPLE_VARIANTS)
     with tracking.artifact_dir() as folder:
-        (folder / f"{prefix}_metrics.json").write_text(json.dumps(metrics, indent=2))
-        plot_confusion_matrix(np.array(metrics["confusion_matrix"]), class_names, folder / f"{prefix}_confusion_matrix.png")
-    return metrics
+        plot_augmented_grid(faces, variants, f"augmentation={cfg.augmentation.name}",
+                            folder / "augmentation_samples.png")
 
 
 def log_run_artifacts(cfg: DictConfig, model: keras.Model, history: dict) -> None:

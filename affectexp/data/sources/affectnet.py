@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from affectexp.data import affectnet_layout as layout
 from affectexp.data.labels import AFFECTNET_EXPRESSIONS, NON_EXPRESSION_CODES
-from affectexp.data.sources.rows import SourceError, SourceRows, concat_skipped, inside_root, split_off
+from affectexp.data.sources.rows import (
+    SourceError,
+    SourceRows,
+    check_root,
+    compact,
+    concat_skipped,
+    inside_root,
+    split_off,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,25 +56,35 @@ class AffectNetSource:
     def prepare(self) -> None:
         """Nothing to do: AffectNet is read where it lies."""
 
-    def read(self) -> SourceRows:
-        """Read and check every list; raises SourceError before any image is opened."""
-        if not self.root.is_dir():
-            raise SourceError(f"dataset.root: {self.root} does not exist or is not a folder")
+    def read(self, landmarks: bool = False) -> SourceRows:
+        """Read and check every list; raises SourceError before any image is opened.
+
+        landmarks: fill the landmarks column (about 1 KB of text per row, so only when the
+        faces are aligned); otherwise it is "".
+        """
+        check_root(self.root)
+        lists = [(self.root / lists_dir / csv_name, self.root / images_dir, split)
+                 for annotation_set in self.sets
+                 for lists_dir, csv_name, images_dir, split in ANNOTATION_SETS[annotation_set]]
+        layouts = [list_layout(csv_path) for csv_path, _, _ in lists]  # every list checked before any is parsed
         tables, skipped = [], []
-        for annotation_set in self.sets:
-            for lists_dir, csv_name, images_dir, split in ANNOTATION_SETS[annotation_set]:
-                frame = read_annotation_list(self.root / lists_dir / csv_name)
-                rows, dropped = annotation_rows(frame, csv_name, self.root / images_dir, split)
+        for (csv_path, images_dir, split), columns in zip(lists, layouts):
+            for frame, first_line in read_annotation_list(csv_path, columns, landmarks):
+                rows, dropped = annotation_rows(frame, first_line, csv_path.name, images_dir, split)
                 tables.append(rows)
                 skipped.extend(dropped)
         return SourceRows(pd.concat(tables, ignore_index=True), concat_skipped(skipped))
 
 
-def read_annotation_list(csv_path: Path) -> pd.DataFrame:
-    """One AffectNet CSV as strings, with or without its header line (both exist in the wild).
+# CSV lines parsed at once. pandas' parser needs several times a chunk's text in transient
+# memory, so reading a 500k-line list whole would make peak memory grow with the list.
+CHUNK_LINES = 5_000
 
-    Raises SourceError naming the file and the expected vs found columns when it is not one.
-    """
+
+def list_layout(csv_path: Path) -> list[str] | None:
+    """The stripped header names of one AffectNet CSV, or None when it has no header line
+    (both exist in the wild). Raises SourceError naming the file and the expected vs found
+    columns when it is not an AffectNet list."""
     if not csv_path.is_file():
         raise SourceError(f"{csv_path}: file not found (expected AffectNet's annotation list here)")
     with open(csv_path, encoding="utf-8-sig", newline="") as handle:
@@ -77,15 +94,27 @@ def read_annotation_list(csv_path: Path) -> pd.DataFrame:
     found = [field.strip() for field in first_line.split(",")]
     expected = list(layout.CSV_COLUMNS)
     if set(expected) <= set(found):
-        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False, encoding="utf-8-sig", skipinitialspace=True)
-        frame.columns = [c.strip() for c in frame.columns]
-        frame.attrs["first_data_line"] = 2
-        return frame
+        return found
     if len(found) == len(expected) and _looks_like_data(found):
-        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False, header=None, names=expected)
-        frame.attrs["first_data_line"] = 1
-        return frame
+        return None
     raise SourceError(f"{csv_path}: expected columns {','.join(expected)}; found {','.join(found)}")
+
+
+def read_annotation_list(csv_path: Path, header: list[str] | None, landmarks: bool) -> Iterator[tuple[pd.DataFrame, int]]:
+    """(frame of strings named as CSV_COLUMNS, line number of its first row) per chunk of
+    CHUNK_LINES lines; `header` as list_layout() found it. The landmark column is parsed only
+    when asked for."""
+    wanted = [c for c in layout.CSV_COLUMNS if landmarks or c != "facial_landmarks"]
+    names = header if header is not None else list(layout.CSV_COLUMNS)
+    reader = pd.read_csv(
+        csv_path, dtype=str, keep_default_na=False, encoding="utf-8-sig", skipinitialspace=True,
+        header=0 if header is not None else None, names=names, usecols=wanted, chunksize=CHUNK_LINES,
+    )
+    first_line = 2 if header is not None else 1
+    with reader:
+        for frame in reader:
+            yield frame, first_line
+            first_line += len(frame)
 
 
 def _looks_like_data(fields: list[str]) -> bool:
@@ -101,9 +130,10 @@ def _looks_like_data(fields: list[str]) -> bool:
     return looks_like_path and all(numeric_or_null(f) for f in fields[1:5])
 
 
-def annotation_rows(frame: pd.DataFrame, csv_name: str, images_dir: Path, split: str) -> tuple[pd.DataFrame, list]:
-    """An AffectNet list as a row table (see rows.py) plus the rows it cannot use, with reasons."""
-    first_line = frame.attrs.get("first_data_line", 2)
+def annotation_rows(frame: pd.DataFrame, first_line: int, csv_name: str, images_dir: Path,
+                    split: str) -> tuple[pd.DataFrame, list]:
+    """Part of an AffectNet list (from line `first_line` on) as a row table (see rows.py), plus
+    the rows it cannot use, with reasons."""
     relative = frame["subDirectory_filePath"].astype(str).str.strip()
     rows = pd.DataFrame(
         {
@@ -113,7 +143,7 @@ def annotation_rows(frame: pd.DataFrame, csv_name: str, images_dir: Path, split:
             "y": _numbers(frame["face_y"]),
             "w": _numbers(frame["face_width"]),
             "h": _numbers(frame["face_height"]),
-            "landmarks": frame["facial_landmarks"].astype(str),
+            "landmarks": frame["facial_landmarks"].astype(str) if "facial_landmarks" in frame else "",
             "expression": _numbers(frame["expression"]),
             "valence": _numbers(frame["valence"]).fillna(layout.NOT_ANNOTATED),
             "arousal": _numbers(frame["arousal"]).fillna(layout.NOT_ANNOTATED),
@@ -129,8 +159,7 @@ def annotation_rows(frame: pd.DataFrame, csv_name: str, images_dir: Path, split:
     box = rows[["x", "y", "w", "h"]]
     bad_box = box.isna().any(axis=1) | (rows["w"] <= 0) | (rows["h"] <= 0)
     rows = split_off(rows, bad_box.values, "bad_box", skipped)
-    rows = rows.astype({"expression": np.int16})
-    return rows.reset_index(drop=True), skipped
+    return compact(rows.reset_index(drop=True)), skipped
 
 
 def _numbers(column: pd.Series) -> pd.Series:

@@ -8,8 +8,16 @@ Columns of a row table (pandas DataFrame):
     expression  int    AffectNet expression code (0..10)
     valence     float  [-1, 1], or -2 where not annotated
     arousal     float  [-1, 1], or -2 where not annotated
-    split       str    "train", "val" or "test" as the source defines it ("train" rows may
-                       later lose a part to "val", see splits.py)
+    split       category  "train", "val" or "test" as the source defines it ("train" rows
+                       may later lose a part to "val", see splits.py)
+The parent holds this table for every row, so compact() stores it in about 150 bytes a row
+(strings in Arrow buffers, a categorical split): a million rows stay around 150 MB.
+
+Optional columns, added only by the sources that need them:
+    pixels_offset, pixels_length  int64  the face is not an image file but the `pixels_length`
+                bytes at `pixels_offset` in `path`: space-separated grey values of a square
+                image (FER2013's `pixels` field). Workers read just those bytes, so the parent
+                never holds the pixels of more than the chunks in flight.
 
 Rows a source refuses are returned beside the table as a skipped table (row_id, path, reason).
 """
@@ -18,14 +26,21 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import pandas as pd
 
+from affectexp.data.cache import SPLITS
 from affectexp.errors import UserInputError
 
 ROW_COLUMNS = ("row_id", "path", "x", "y", "w", "h", "landmarks", "expression", "valence", "arousal", "split")
 SKIPPED_COLUMNS = ("row_id", "path", "reason")
+PIXEL_SPAN_COLUMNS = ("pixels_offset", "pixels_length")
+SPLIT_DTYPE = pd.CategoricalDtype(list(SPLITS))
+_COMPACT_DTYPES = {"row_id": "str", "path": "str", "landmarks": "str", "expression": np.int16,
+                   "valence": np.float32, "arousal": np.float32, "split": SPLIT_DTYPE}
 
 
 class SourceError(UserInputError):
@@ -46,8 +61,24 @@ class Source(Protocol):
     def prepare(self) -> None:
         """Make the data available (e.g. generate it); not timed as preprocessing."""
 
-    def read(self) -> SourceRows:
-        """The row table and the rows refused; raises SourceError before any image is opened."""
+    def read(self, landmarks: bool = False) -> SourceRows:
+        """The row table and the rows refused; raises SourceError before any image is opened.
+
+        landmarks: fill the landmarks column where the source has them (faces.align needs
+        them; they are about 1 KB of text per row, so they are not read otherwise).
+        """
+
+
+def check_root(root: Path) -> None:
+    """Stop before any work when the data set's root folder is not there."""
+    if not root.is_dir():
+        raise SourceError(f"dataset.root: {root} does not exist or is not a folder")
+
+
+def compact(rows: pd.DataFrame) -> pd.DataFrame:
+    """A row table in its compact dtypes (see the module doc); call it on each part a source
+    builds, so that concatenating the parts never holds a bulky copy."""
+    return rows.astype(_COMPACT_DTYPES)
 
 
 def empty_skipped() -> pd.DataFrame:
@@ -61,9 +92,9 @@ def skipped_rows(frame: pd.DataFrame, reason: str) -> pd.DataFrame:
 
 def split_off(rows: pd.DataFrame, drop_mask, reason: str, skipped: list[pd.DataFrame]) -> pd.DataFrame:
     """Remove the rows where `drop_mask` holds, recording them in `skipped` under `reason`."""
-    dropped = rows[drop_mask]
-    if len(dropped):
-        skipped.append(skipped_rows(dropped, reason))
+    if not drop_mask.any():
+        return rows  # nothing to drop: no copy of the table
+    skipped.append(skipped_rows(rows[drop_mask], reason))
     return rows[~drop_mask]
 
 

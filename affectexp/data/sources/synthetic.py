@@ -39,5 +39,5 @@ class SyntheticSource:
         generated = ensure_synthetic(self.root, self.train_per_class, self.test_per_class, self.seed, self.num_workers)
         log.info("%s synthetic data set at %s", "Generated" if generated else "Reusing", self.root)
 
-    def read(self) -> SourceRows:
-        return AffectNetSource(self.name, str(self.root)).read()
+    def read(self, landmarks: bool = False) -> SourceRows:
+        return AffectNetSource(self.name, str(self.root)).read(landmarks)

@@ -1,0 +1,106 @@
+"""What a finished cache records about its making, and whether an existing cache can be reused."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from affectexp.data.cache import SPLITS, CacheError, FaceCache
+from affectexp.data.labels import ClassSet
+
+log = logging.getLogger(__name__)
+
+# Config sections that decide the cache's content (and so its fingerprint).
+CONTENT_SECTIONS = ("dataset", "classes", "cache", "faces", "split")
+
+
+@dataclass
+class PreprocessSummary:
+    cache_path: Path
+    report_path: Path
+    rows_read: int
+    written: dict[str, dict[str, int]]  # split -> class name -> faces
+    skipped: dict[str, int]  # reason -> rows
+    seconds: float
+    reused: bool = False
+    images_per_second: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.images_per_second = self.faces_written / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def faces_written(self) -> int:
+        return sum(sum(per_class.values()) for per_class in self.written.values())
+
+    def table(self) -> str:
+        """A human-readable summary: rows, faces per split and class, skipped per reason, speed."""
+        classes = list(next(iter(self.written.values()), {}))
+        lines = [f"cache: {self.cache_path}", f"rows read: {self.rows_read}", "faces written:"]
+        lines.append("  " + "split".ljust(8) + "".join(c[:9].rjust(10) for c in classes) + "total".rjust(10))
+        for split, per_class in self.written.items():
+            counts = [per_class.get(c, 0) for c in classes]
+            lines.append("  " + split.ljust(8) + "".join(str(n).rjust(10) for n in counts) + str(sum(counts)).rjust(10))
+        lines.append(f"skipped: {sum(self.skipped.values())} rows" + (f" (report: {self.report_path})" if self.skipped else ""))
+        lines.extend(f"  {reason}: {count}" for reason, count in sorted(self.skipped.items()))
+        lines.append(f"wall time: {self.seconds:.1f} s, {self.images_per_second:.0f} images/s")
+        return "\n".join(lines)
+
+
+def content_config(cfg: DictConfig) -> dict:
+    """The config sections that decide the cache's content, as plain data."""
+    return {k: OmegaConf.to_container(cfg[k], resolve=True, enum_to_str=True) for k in CONTENT_SECTIONS}
+
+
+def written_counts(split_codes: np.ndarray, labels: np.ndarray, class_set: ClassSet) -> dict[str, dict[str, int]]:
+    """split name -> class name -> faces written, every split and class listed."""
+    return {
+        split: dict(zip(class_set.names, np.bincount(labels[split_codes == code], minlength=len(class_set)).tolist()))
+        for code, split in enumerate(SPLITS)
+    }
+
+
+def cache_attrs(cfg: DictConfig, class_set: ClassSet, summary: PreprocessSummary, fingerprint: str) -> dict:
+    """The cache's attributes: what it holds, how it was made, what was left out."""
+    sizes = [sum(summary.written[split].values()) for split in SPLITS]
+    bounds = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+    return {
+        "class_names": list(class_set.names),
+        "split_ranges": {split: [bounds[i], bounds[i + 1]] for i, split in enumerate(SPLITS)},
+        "config": content_config(cfg),
+        "skipped_counts": summary.skipped,
+        "fingerprint": fingerprint,
+        "summary": {"rows_read": summary.rows_read, "written": summary.written, "skipped": summary.skipped},
+    }
+
+
+def reuse_existing(cache_path: Path, fingerprint: str, overwrite: bool) -> PreprocessSummary | None:
+    """The summary of an up-to-date cache at cache_path, None if it must be (re)built.
+
+    A cache built from other inputs is never replaced silently: that needs overwrite=true.
+    """
+    if not cache_path.exists():
+        return None
+    try:
+        with FaceCache(cache_path) as cache:
+            existing = cache.file.attrs.get("fingerprint", "")
+            summary = cache.attr("summary")
+    except Exception as error:  # unreadable or another schema version: same rule as a mismatch
+        existing, summary = f"unreadable ({error})", None
+    if existing == fingerprint and summary is not None:
+        log.info("Cache %s is up to date with its inputs: reusing it", cache_path)
+        return PreprocessSummary(cache_path, report_path_of(cache_path), summary["rows_read"], summary["written"],
+                                 summary["skipped"], 0.0, reused=True)
+    if not overwrite:
+        raise CacheError(
+            f"cache.path: {cache_path} was built from other inputs or settings; "
+            "pass overwrite=true to replace it, or choose another cache.path"
+        )
+    return None
+
+
+def report_path_of(cache_path: Path) -> Path:
+    return cache_path.with_name(cache_path.stem + ".skipped.csv")

@@ -1,0 +1,176 @@
+"""Evaluating a model on a split of a cache, classes matched by name, logged to MLflow.
+
+Used after training (train.py) and standalone on any saved model and any cache
+(evaluate.py), e.g. a model trained on AffectNet's 8 classes evaluated on a 5-class cache.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+from omegaconf import DictConfig
+
+import affectexp.models.layers  # noqa: F401  (registers the custom layers for loading models)
+import affectexp.training.losses  # noqa: F401  (registers the custom loss of compiled checkpoints)
+from affectexp import tracking
+from affectexp.errors import UserInputError
+from affectexp.models.layers import class_names_of
+from affectexp.training.caches import open_cache
+from affectexp.training.inputs import CacheBatches
+from affectexp.training.metrics import classification_metrics
+from affectexp.training.plots import plot_confusion_matrix
+
+log = logging.getLogger(__name__)
+
+# Keras already logs the per-epoch "val_*" metrics: the kept model's evaluation on the
+# validation split is "best_val_*", so the two never mix in one metric history.
+EVALUATION_PREFIX = {"val": "best_val", "test": "test"}
+
+
+class ClassMismatch(UserInputError):
+    """A model and a cache with no class in common, or a model whose classes are unknown."""
+
+
+@dataclass(frozen=True)
+class ClassMatch:
+    """How a model's output columns line up with a cache's labels, by class name.
+
+    names: the classes metrics are reported for, the cache's (those the model knows) first.
+    label_map: (cache classes,) int, cache label -> index into names; -1 for a class the model lacks.
+    columns: (len(names),) int, the model's output column of each of names.
+    """
+
+    names: list[str]
+    label_map: np.ndarray
+    columns: np.ndarray
+
+    def apply(self, labels: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Cache labels (n,) int and model probabilities (n, model classes) -> (y_true, y_pred),
+        both int64 indices into names, for the faces whose class the model knows."""
+        mapped = self.label_map[labels]
+        known = mapped >= 0
+        return mapped[known], probabilities[known][:, self.columns].argmax(axis=1)
+
+
+def match_classes(model_names: Sequence[str], cache_names: Sequence[str], restrict: bool = True) -> ClassMatch:
+    """Line up a model's classes with a cache's by name.
+
+    restrict: predict only among the classes both have (the usual cross-data-set protocol);
+    otherwise the model's other classes stay possible predictions (always wrong) and are
+    reported with support 0.
+    """
+    shared = [name for name in cache_names if name in model_names]
+    if not shared:
+        raise ClassMismatch(f"the model predicts {list(model_names)} and the cache holds {list(cache_names)}: "
+                            "no class in common")
+    names = shared if restrict else shared + [name for name in model_names if name not in shared]
+    label_map = np.array([names.index(name) if name in shared else -1 for name in cache_names], dtype=np.int64)
+    columns = np.array([list(model_names).index(name) for name in names], dtype=np.int64)
+    return ClassMatch(names, label_map, columns)
+
+
+def model_classes(model: keras.Model, cache_names: Sequence[str]) -> list[str]:
+    """The class names a model was saved with; a model saved without them (its ClassNames
+    layer) is taken to predict the cache's classes in the cache's order, if it has as many."""
+    names = class_names_of(model)
+    if names is not None:
+        return names
+    if model.output.shape[-1] != len(cache_names):
+        raise ClassMismatch(f"the model carries no class names and has {model.output.shape[-1]} outputs, "
+                            f"but the cache holds {len(cache_names)} classes {list(cache_names)}")
+    return list(cache_names)
+
+
+def predict_split(model: keras.Model, cache_path: str, split: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(true labels (n,) int64, predicted probabilities (n, k) float32) for one split of a cache."""
+    batches = CacheBatches(cache_path, split, batch_size, shuffle=False, seed=0)
+    try:
+        probabilities = model.predict(batches, verbose=0)
+        return batches.labels, probabilities
+    finally:
+        batches.close()
+
+
+def log_evaluation(metrics: dict, prefix: str) -> None:
+    """Scalars as <prefix>_accuracy, <prefix>_f1_<class>, ..., and the full metrics (JSON) and
+    confusion matrix (PNG) as artifacts."""
+    scalars = {f"{prefix}_{k}": v for k, v in metrics.items() if isinstance(v, float)}
+    scalars.update({f"{prefix}_f1_{name}": m["f1"] for name, m in metrics["per_class"].items()})
+    mlflow.log_metrics(scalars)
+    with tracking.artifact_dir() as folder:
+        (folder / f"{prefix}_metrics.json").write_text(json.dumps(metrics, indent=2))
+        plot_confusion_matrix(np.array(metrics["confusion_matrix"]), metrics["class_names"],
+                              folder / f"{prefix}_confusion_matrix.png")
+
+
+def evaluate_and_log(model: keras.Model, cache_path: str, split: str, class_names: Sequence[str], batch_size: int,
+                     restrict_to_cache_classes: bool = True) -> dict:
+    """Evaluate `model` on `split` of the cache whose classes are `class_names`, matching the
+    model's classes by name; log it (EVALUATION_PREFIX names the metrics) and return the
+    metrics (see classification_metrics) with "evaluated_faces" and "skipped_faces" added."""
+    labels, probabilities = predict_split(model, cache_path, split, batch_size)
+    match = match_classes(model_classes(model, class_names), class_names, restrict_to_cache_classes)
+    y_true, y_pred = match.apply(labels, probabilities)
+    metrics = classification_metrics(y_true, y_pred, match.names)
+    metrics["evaluated_faces"], metrics["skipped_faces"] = len(y_true), len(labels) - len(y_true)
+    if metrics["skipped_faces"]:
+        log.warning("%d %s faces are of classes the model does not know: left out", metrics["skipped_faces"], split)
+    log_evaluation(metrics, EVALUATION_PREFIX.get(split, split))
+    return metrics
+
+
+def load_saved_model(model_uri: str) -> keras.Model:
+    """A saved .keras model from a path, or from an MLflow artifact URI (runs:/<run id>/model.keras).
+
+    Loaded uncompiled: evaluation only predicts, and this needs no optimizer or loss classes.
+    """
+    if "://" in model_uri or model_uri.startswith("runs:/"):
+        try:
+            path = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+        except mlflow.exceptions.MlflowException as error:
+            raise UserInputError(f"model_uri: cannot download {model_uri}: {error.message}") from None
+    else:
+        path = Path(model_uri)
+    if not path.is_file() or path.suffix != ".keras":
+        raise UserInputError(f"model_uri: {model_uri} is not a .keras file (a path, or runs:/<run id>/model.keras)")
+    return keras.models.load_model(path, compile=False)
+
+
+def check_face_shape(model: keras.Model, face_shape: tuple[int, int, int], cache_path: str) -> None:
+    """The model's input (H, W, C) must be the cache's face shape."""
+    expected = tuple(model.input_shape[1:])
+    if expected != tuple(face_shape):
+        raise UserInputError(f"{cache_path}: faces are {face_shape} but the model takes {expected}; evaluate on a "
+                             f"cache built with cache.size={expected[0]} cache.color={'gray' if expected[2] == 1 else 'rgb'}")
+
+
+def evaluate(cfg: DictConfig) -> float:
+    """evaluate.py: cfg.model_uri on cfg.split of cfg.cache.path, in a new MLflow run; returns the accuracy."""
+    split = str(cfg.split)
+    with open_cache(cfg) as cache:
+        face_shape, cache_names, size = cache.face_shape, list(cache.class_names), cache.split_size(split)
+    if size == 0:
+        raise UserInputError(f"{cfg.cache.path}: the cache has no {split} faces; choose another split")
+    experiment_id = tracking.configure_logger(cfg.logger)
+    model = load_saved_model(cfg.model_uri)
+    check_face_shape(model, face_shape, cfg.cache.path)
+    names = model_classes(model, cache_names)
+    run_name = cfg.logger.run_name or f"evaluate {model.name} on {Path(cfg.cache.path).stem}"
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        mlflow.set_tag("affectexp.task", "evaluate")
+        tracking.log_params({"model_uri": cfg.model_uri, "cache.path": str(cfg.cache.path), "split": split,
+                             "model.classes": json.dumps(names), "cache.classes": json.dumps(cache_names),
+                             "restrict_to_cache_classes": str(cfg.restrict_to_cache_classes)})
+        metrics = evaluate_and_log(model, cfg.cache.path, split, cache_names, cfg.batch_size,
+                                   cfg.restrict_to_cache_classes)
+        log.info("%s accuracy %.4f, balanced accuracy %.4f, macro-F1 %.4f over %s (MLflow run %s)", split,
+                 metrics["accuracy"], metrics["balanced_accuracy"], metrics["macro_f1"], metrics["class_names"],
+                 run.info.run_id)
+    return metrics["accuracy"]

@@ -1,0 +1,200 @@
+"""Training input speed and memory, side by side in one run, same model and cache.
+
+    .venv/bin/python benchmarks/train_input.py          # about 10 minutes on 2 cores
+
+Needs the 48 and 96 px synthetic caches (the command to build a missing one is printed):
+    python preprocess.py cache.size=48 && python preprocess.py cache.size=96
+
+Measures, for each face size, the same model (conf/model/simple_cnn.yaml, compiled as
+train.py compiles it) trained on
+  (a) the train split as in-memory NumPy arrays, no augmentation (Keras' fastest input), and
+  (b) CacheBatches streaming from HDF5 in chunk order (RAM budget 0), augmentation=strong,
+      the way train.py feeds it;
+in alternating rounds, since the machine is shared, and reports images/s from the median
+step time (first steps of an epoch stall for reasons unrelated to the input). Then, each in
+a fresh process, the peak RSS of one streamed epoch of (b) on the 48 px cache and on a copy
+with its train split repeated 4 times. Not a test: it prints figures and the targets beside
+them (>= 0.9x images/s; <= 1.1x peak RSS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+BATCH = 64
+SKIP_STEPS = 3  # the first steps of each fit: warm-up, queue filling
+
+
+def compose(root: Path, size: int, overrides: list[str] = ()):
+    """train.py's config for `size` px faces under `root`, as the CLI composes it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    import affectexp.config  # noqa: F401  (registers the schemas)
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return hydra_compose("train", overrides=[f"paths.root={root}", f"cache.size={size}", "model=simple_cnn",
+                                                 "augmentation=strong", f"trainer.batch_size={BATCH}", *overrides])
+
+
+def require_cache(cfg) -> str:
+    from affectexp.training.caches import preprocess_command
+
+    if not Path(cfg.cache.path).is_file():
+        sys.exit(f"{cfg.cache.path} is missing; build it with: {preprocess_command(cfg)}")
+    return cfg.cache.path
+
+
+class StepTimes(keras.callbacks.Callback):
+    """Collects the seconds between consecutive training steps, after the first SKIP_STEPS of each fit."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+
+    def on_train_begin(self, logs=None):
+        self._last, self._step = None, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if self._last is not None and self._step >= SKIP_STEPS:
+            self.seconds.append(now - self._last)
+        self._last, self._step = now, self._step + 1
+
+
+def streamed_batches(cfg, steps: int | None):
+    """What train.py feeds fit(), streamed: chunk order, augmentation, 2 reader threads."""
+    from affectexp.training.inputs import CacheBatches
+    from affectexp.training.run import augmentation_dict
+
+    return CacheBatches(cfg.cache.path, "train", BATCH, shuffle=True, seed=0, augmentation=augmentation_dict(cfg),
+                        ram_budget_bytes=0, steps=steps, workers=2)
+
+
+def speed(root: Path, size: int, steps: int, rounds: int) -> dict:
+    """Median images/s of (a) NumPy in memory, no augmentation and (b) streamed + strong, same model."""
+    from affectexp.data.cache import FaceCache
+    from affectexp.training.run import build_model
+
+    cfg = compose(root, size)
+    require_cache(cfg)
+    with FaceCache(cfg.cache.path) as cache:
+        faces, labels = cache.read_faces("train", 0, steps * BATCH), cache.labels("train")[:steps * BATCH]
+        class_count = len(cache.class_names)
+    model = build_model(cfg, faces.shape[1:], class_count, steps)
+    times = {"numpy": StepTimes(), "streamed": StepTimes()}
+    model.fit(faces[:4 * BATCH], labels[:4 * BATCH], batch_size=BATCH, verbose=0)  # compile outside the timing
+    for _ in range(rounds):
+        model.fit(faces, labels, batch_size=BATCH, epochs=1, verbose=0, callbacks=[times["numpy"]])
+        batches = streamed_batches(cfg, steps)
+        try:
+            model.fit(batches, epochs=1, verbose=0, callbacks=[times["streamed"]])
+        finally:
+            batches.close()
+    result = {name: BATCH / statistics.median(t.seconds) for name, t in times.items()}
+    result["steps"] = {name: len(t.seconds) for name, t in times.items()}
+    return result
+
+
+def repeated_cache(source: str, target: Path, times: int) -> Path:
+    """A copy of `source` whose train split is repeated `times` times (val and test once)."""
+    import h5py
+
+    from affectexp.data.cache import COLUMNS, FaceCache, create_layout
+
+    with FaceCache(source) as cache, h5py.File(target, "w") as out:
+        ranges = cache.split_ranges
+        pieces = [ranges["train"]] * times + [ranges[s] for s in ("val", "test")]
+        rows = sum(stop - start for start, stop in pieces)
+        create_layout(out, rows, cache.face_shape, cache.chunk_rows)
+        offset = 0
+        for start, stop in pieces:
+            for step in range(start, stop, cache.chunk_rows):
+                end = min(step + cache.chunk_rows, stop)
+                out["faces"][offset:offset + end - step] = cache.faces[step:end]
+                for name in (*COLUMNS, "source_row"):
+                    out[name][offset:offset + end - step] = cache.file[name][step:end]
+                offset += end - step
+        for key, value in cache.file.attrs.items():
+            out.attrs[key] = value
+        train_rows = times * (ranges["train"][1] - ranges["train"][0])
+        val_rows, test_rows = (ranges[s][1] - ranges[s][0] for s in ("val", "test"))
+        out.attrs["split_ranges"] = json.dumps({"train": [0, train_rows],
+                                                "val": [train_rows, train_rows + val_rows],
+                                                "test": [train_rows + val_rows, rows]})
+    return target
+
+
+def peak_rss_child(cache_path: str, root: Path) -> None:
+    """In a fresh process: one streamed epoch with augmentation=strong; prints the peak RSS (MB) as JSON."""
+    from affectexp.data.cache import FaceCache
+    from affectexp.training.run import build_model
+
+    cfg = compose(root, 48, [f"cache.path={cache_path}"])
+    with FaceCache(cache_path) as cache:
+        face_shape, class_count, faces = cache.face_shape, len(cache.class_names), cache.split_size("train")
+    batches = streamed_batches(cfg, None)
+    model = build_model(cfg, face_shape, class_count, len(batches))
+    started = time.perf_counter()
+    model.fit(batches, epochs=1, verbose=0)
+    batches.close()
+    print(json.dumps({"faces": faces, "seconds": time.perf_counter() - started,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def peak_rss(cache_path: str, root: Path) -> dict:
+    command = [sys.executable, __file__, "--root", str(root), "--child-rss", cache_path]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, default=REPO, help="paths.root holding caches/ (default: the repository)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[48, 96])
+    parser.add_argument("--steps", type=int, default=60, help="training steps per fit (each case, each round)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the two inputs")
+    parser.add_argument("--child-rss", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_rss:
+        return peak_rss_child(args.child_rss, args.root)
+
+    print(f"Training input benchmark: simple_cnn, batch {BATCH}, {args.steps} steps x {args.rounds} rounds per input")
+    print(f"{'px':>4} {'numpy, no aug (img/s)':>22} {'HDF5 stream + strong (img/s)':>29} {'ratio':>6}  target")
+    for size in args.sizes:
+        figures = speed(args.root, size, args.steps, args.rounds)
+        ratio = figures["streamed"] / figures["numpy"]
+        print(f"{size:>4} {figures['numpy']:>22.0f} {figures['streamed']:>29.0f} {ratio:>6.2f}  >= 0.90"
+              f"  (median of {figures['steps']['numpy']} / {figures['steps']['streamed']} steps)", flush=True)
+
+    source = require_cache(compose(args.root, 48))
+    bigger = repeated_cache(source, Path(source).with_name("benchmark-4x.h5"), 4)
+    try:
+        small, large = peak_rss(source, args.root), peak_rss(str(bigger), args.root)
+    finally:
+        bigger.unlink(missing_ok=True)
+    print(f"\nPeak RSS, one streamed epoch with augmentation=strong (48 px), each in a fresh process:")
+    for label, figures in (("1x", small), ("4x", large)):
+        print(f"  {label}: {figures['faces']:>6} train faces  {figures['peak_rss_mb']:7.0f} MB  "
+              f"({figures['seconds']:.0f} s)")
+    ratio = large["peak_rss_mb"] / small["peak_rss_mb"]
+    print(f"  ratio 4x / 1x: {ratio:.3f}  target <= 1.10  ({math.ceil(large['faces'] / BATCH)} steps streamed)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""evaluate.py: any saved model on any cache, classes matched by name, logged to MLflow."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import compose_config
+
+AFFECTNET8 = ["neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt"]
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def evaluate_config(cache_cfg, overrides: list[str]):
+    return compose_config("evaluate", Path(cache_cfg.paths.root),
+                          ["cache.size=48", f"cache.path={cache_cfg.cache.path}", *overrides])
+
+
+def evaluation_run(cfg, run_name: str):
+    client = MlflowClient(cfg.logger.tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.logger.experiment_name)
+    [run] = client.search_runs([experiment.experiment_id], filter_string=f"attributes.run_name = '{run_name}'")
+    return run
+
+
+def test_a_logged_model_reevaluated_from_its_run_reproduces_its_test_metrics(trained):
+    from affectexp.training.evaluation import evaluate
+
+    _, train_cfg, train_run = trained
+    cfg = evaluate_config(train_cfg, [f"model_uri=runs:/{train_run.info.run_id}/model.keras",
+                                      "logger.run_name=reevaluated"])
+    assert evaluate(cfg) == pytest.approx(train_run.data.metrics["test_accuracy"], abs=1e-6)
+    run = evaluation_run(cfg, "reevaluated")
+    assert run.info.status == "FINISHED" and run.data.tags["affectexp.task"] == "evaluate"
+    for metric in ("test_accuracy", "test_balanced_accuracy", "test_macro_f1", "test_f1_anger"):
+        assert run.data.metrics[metric] == pytest.approx(train_run.data.metrics[metric], abs=1e-6)
+    artifacts = {a.path for a in MlflowClient(cfg.logger.tracking_uri).list_artifacts(run.info.run_id)}
+    assert {"test_confusion_matrix.png", "test_metrics.json"} <= artifacts
+
+
+def test_evaluate_py_says_in_one_line_which_cache_to_build(tmp_path):
+    result = subprocess.run([sys.executable, "evaluate.py", f"paths.root={tmp_path}", "model_uri=model.keras",
+                             "cache.size=64"], cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "does not exist; build it with: python preprocess.py dataset=synthetic" in output
+    assert "Traceback" not in output
+
+
+def eight_class_model(model):
+    """The 5-class model's probabilities placed in AffectNet's 8-class order (anger at 6, not 4):
+    a model whose head covers 8 classes, as one trained on AffectNet's 8 would."""
+    import keras
+
+    from affectexp.models.layers import ClassNames, class_names_of
+
+    five = class_names_of(model)
+    placement = np.zeros((len(five), len(AFFECTNET8)), dtype=np.float32)
+    for row, name in enumerate(five):
+        placement[row, AFFECTNET8.index(name)] = 1.0
+    spread = keras.layers.Dense(len(AFFECTNET8), use_bias=False, trainable=False, name="to_affectnet8")
+    probabilities = spread(model.get_layer("expression").output)
+    spread.set_weights([placement])
+    return keras.Model(model.input, ClassNames(AFFECTNET8, name="class_names_8")(probabilities))
+
+
+@pytest.mark.parametrize("restrict", [True, False])
+def test_an_8_class_model_is_evaluated_on_a_5_class_cache_by_class_name(trained, tmp_path, restrict):
+    import keras
+
+    from affectexp.training.evaluation import evaluate
+
+    _, train_cfg, train_run = trained
+    path = MlflowClient(train_cfg.logger.tracking_uri).download_artifacts(train_run.info.run_id, "model.keras",
+                                                                          str(tmp_path))
+    model_path = tmp_path / "affectnet8.keras"
+    eight_class_model(keras.models.load_model(path)).save(model_path)
+    run_name = f"cross restrict={restrict}"
+    cfg = evaluate_config(train_cfg, [f"model_uri={model_path}", f"restrict_to_cache_classes={restrict}",
+                                      f"logger.run_name='{run_name}'"])
+    accuracy = evaluate(cfg)
+    assert accuracy == pytest.approx(train_run.data.metrics["test_accuracy"], abs=1e-6)
+    run = evaluation_run(cfg, run_name)
+    assert run.data.metrics["test_f1_anger"] == pytest.approx(train_run.data.metrics["test_f1_anger"], abs=1e-6)
+    assert ("test_f1_contempt" in run.data.metrics) is not restrict  # reported only when it can be predicted
+
+
+def test_classes_are_matched_by_name():
+    from affectexp.training.evaluation import match_classes
+
+    match = match_classes(AFFECTNET8, ["happy", "anger", "pain"])
+    assert match.names == ["happy", "anger"]
+    np.testing.assert_array_equal(match.label_map, [0, 1, -1])  # "pain" faces are left out
+    np.testing.assert_array_equal(match.columns, [1, 6])
+    probabilities = np.eye(8, dtype=np.float32)[[1, 6, 4, 0]]  # happy, anger, fear, neutral
+    y_true, y_pred = match.apply(np.array([0, 1, 1, 2]), probabilities)
+    np.testing.assert_array_equal(y_true, [0, 1, 1])
+    np.testing.assert_array_equal(y_pred, [0, 1, 0])  # "fear" is not a choice: the best shared class wins
+
+
+def test_no_class_in_common_is_a_clear_error():
+    from affectexp.training.evaluation import ClassMismatch, match_classes
+
+    with pytest.raises(ClassMismatch, match="no class in common"):
+        match_classes(["cat", "dog"], AFFECTNET8)
+
+
+def test_faces_of_another_size_are_refused_with_the_cache_to_use(trained, tmp_path):
+    import keras
+
+    from affectexp.errors import UserInputError
+    from affectexp.training.evaluation import check_face_shape
+
+    _, train_cfg, train_run = trained
+    path = MlflowClient(train_cfg.logger.tracking_uri).download_artifacts(train_run.info.run_id, "model.keras",
+                                                                          str(tmp_path))
+    with pytest.raises(UserInputError, match="cache.size=48 cache.color=gray"):
+        check_face_shape(keras.models.load_model(path), (96, 96, 1), "other.h5")

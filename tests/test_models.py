@@ -1,0 +1,129 @@
+"""Every model config builds a model that takes uint8 faces; the model zoo's options really apply."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import CONF_DIR, compose_config
+
+MODELS = sorted(p.stem for p in (Path(CONF_DIR) / "model").glob("*.yaml"))
+FACE_SHAPE = (32, 32, 1)  # keras.applications' smallest input
+CLASSES = ["neutral", "happy", "sad", "surprise", "anger"]
+
+
+def faces(n: int = 2, shape=FACE_SHAPE) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (n, *shape), dtype=np.uint8)
+
+
+def built(tmp_path, overrides: list[str] = (), face_shape=FACE_SHAPE):
+    from affectexp.training.run import build_model, check_config
+
+    cfg = compose_config("train", tmp_path, list(overrides))
+    check_config(cfg)
+    return build_model(cfg, face_shape, len(CLASSES), steps_per_epoch=10), cfg
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_maps_uint8_faces_to_class_probabilities(name, tmp_path):
+    from affectexp.models.layers import class_names_of
+
+    model, _ = built(tmp_path, [f"model={name}"])
+    probabilities = np.asarray(model(faces(), training=False))
+    assert probabilities.shape == (2, len(CLASSES)) and probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert class_names_of(model) == CLASSES
+    assert model.count_params() > 0
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3", "efficientnet"])
+def test_application_backbones_get_momentum_and_l2_from_config(name, tmp_path):
+    import keras
+
+    model, _ = built(tmp_path, [f"model={name}", "model.batch_norm_momentum=0.8", "model.l2=1e-3"])
+    norms = [layer for layer in iter_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and {layer.momentum for layer in norms} == {0.8}
+    assert len(model.losses) > 10  # one L2 term per convolution and dense kernel
+
+
+def iter_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from iter_layers(layer)
+
+
+def test_local_weights_file_loads_into_a_grey_model(tmp_path):
+    import keras
+
+    from affectexp.models.mobilenet_v3 import build_mobilenet_v3
+
+    rgb = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), include_top=False, weights=None,
+                                              pooling="avg", include_preprocessing=False)
+    weights_file = tmp_path / "mobilenet_v3_small_notop.weights.h5"
+    rgb.save_weights(weights_file)
+    model = build_mobilenet_v3(FACE_SHAPE, len(CLASSES), weights=str(weights_file))
+    assert model.get_layer("gray_to_rgb").output.shape[-1] == 3  # grey faces repeated for the RGB stem
+    backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    for loaded, saved in zip(backbone.get_weights(), rgb.get_weights()):
+        np.testing.assert_array_equal(loaded, saved)
+    assert model(faces(), training=False).shape == (2, len(CLASSES))
+
+
+def test_mixed_precision_computes_in_16_bits_and_outputs_float32(tmp_path):
+    import keras
+
+    model, _ = built(tmp_path, ["trainer.precision=mixed_bfloat16", "model.widths=[8,16]", "model.dense_units=16"])
+    conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+    assert conv.compute_dtype == "bfloat16" and conv.variable_dtype == "float32"
+    labels = np.arange(4) % len(CLASSES)
+    model.train_on_batch(faces(4), labels)  # it trains under the policy
+    assert model(faces(), training=False).dtype == "float32"
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored for whatever is built next
+
+
+def test_label_smoothing_moves_the_targets_towards_uniform():
+    from affectexp.training.losses import SmoothedSparseCrossentropy
+
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], dtype=np.float32)
+    labels = np.array([0, 2])
+    smoothing = 0.3
+    targets = np.full((2, 3), smoothing / 3) + np.eye(3)[labels] * (1 - smoothing)
+    expected = -(targets * np.log(probabilities)).sum(axis=1).mean()
+    assert float(SmoothedSparseCrossentropy(3, smoothing)(labels, probabilities)) == pytest.approx(expected, rel=1e-5)
+    plain = -np.log(probabilities[[0, 1], labels]).mean()
+    assert float(SmoothedSparseCrossentropy(3, 0.0)(labels, probabilities)) == pytest.approx(plain, rel=1e-5)
+
+
+NEW_MODEL = '''
+import keras
+from affectexp.models.layers import classifier_head, normalized_input
+
+
+def build_tiny(input_shape, num_classes, units: int = 8, dropout: float = 0.0):
+    inputs, x = normalized_input(input_shape)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(units, 3)(x))
+    return keras.Model(inputs, classifier_head(x, num_classes, dropout), name="tiny")
+'''
+
+
+def test_a_new_model_is_one_file_and_one_function(tmp_path, monkeypatch):
+    """What conf/model/tiny.yaml would hold: `_target_: tiny_model.build_tiny` and its arguments."""
+    from affectexp.models.schema import ModelConfigError
+    from affectexp.training.run import build_model, check_config
+
+    (tmp_path / "tiny_model.py").write_text(NEW_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = compose_config("train", tmp_path)
+    cfg.model = OmegaConf.create({"_target_": "tiny_model.build_tiny", "units": 4})
+    check_config(cfg)
+    model = build_model(cfg, FACE_SHAPE, len(CLASSES), steps_per_epoch=10)
+    assert model.name == "tiny" and model(faces(), training=False).shape == (2, len(CLASSES))
+    cfg.model.units = "four"
+    with pytest.raises(ModelConfigError, match=r"model\.units: .*tiny_model\.build_tiny"):
+        check_config(cfg)
+    sys.modules.pop("tiny_model", None)
