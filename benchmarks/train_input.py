@@ -7,9 +7,9 @@ Needs the 48 and 96 px synthetic caches (the command to build a missing one is p
 
 Measures, for each face size, the same model (conf/model/simple_cnn.yaml, compiled as
 train.py compiles it) trained on
-  (a) the train split as in-memory NumPy arrays, no augmentation (Keras' fastest input), and
-  (b) CacheBatches streaming from HDF5 in chunk order (RAM budget 0), augmentation=strong,
-      the way train.py feeds it;
+  (a) the train split as in-memory NumPy arrays, no augmentation (Keras' fastest input),
+  (b) CacheBatches streaming from HDF5 in chunk order (RAM budget 0), no augmentation, and
+  (c) the same with augmentation=strong, the way train.py feeds it;
 in alternating rounds, since the machine is shared, and reports images/s from the median
 step time (first steps of an epoch stall for reasons unrelated to the input). Then, each in
 a fresh process, the peak RSS of one streamed epoch of (b) on the 48 px cache and on a copy
@@ -77,17 +77,23 @@ class StepTimes(keras.callbacks.Callback):
         self._last, self._step = now, self._step + 1
 
 
-def streamed_batches(cfg, steps: int | None):
-    """What train.py feeds fit(), streamed: chunk order, augmentation, 2 reader threads."""
+def streamed_batches(cfg, steps: int | None, augment: bool = True):
+    """What train.py feeds fit(), streamed: chunk order, 2 reader threads, cfg's augmentation or none."""
     from affectexp.training.inputs import CacheBatches
     from affectexp.training.run import augmentation_dict
 
-    return CacheBatches(cfg.cache.path, "train", BATCH, shuffle=True, seed=0, augmentation=augmentation_dict(cfg),
-                        ram_budget_bytes=0, steps=steps, workers=2)
+    return CacheBatches(cfg.cache.path, "train", BATCH, shuffle=True, seed=0,
+                        augmentation=augmentation_dict(cfg) if augment else None, ram_budget_bytes=0, steps=steps,
+                        workers=2)
 
 
-def speed(root: Path, size: int, steps: int, rounds: int) -> dict:
-    """Median images/s of (a) NumPy in memory, no augmentation and (b) streamed + strong, same model."""
+# The inputs compared, in the order of each round: name -> augmented?
+STREAMED = {"streamed": False, "streamed_strong": True}
+
+
+def speed(root: Path, size: int, steps: int, rounds: int) -> dict[str, float]:
+    """Median images/s of the same model fed (a) NumPy arrays in memory, no augmentation,
+    (b) streamed from HDF5, no augmentation, (c) streamed with augmentation=strong."""
     from affectexp.data.cache import FaceCache
     from affectexp.training.run import build_model
 
@@ -97,18 +103,17 @@ def speed(root: Path, size: int, steps: int, rounds: int) -> dict:
         faces, labels = cache.read_faces("train", 0, steps * BATCH), cache.labels("train")[:steps * BATCH]
         class_count = len(cache.class_names)
     model = build_model(cfg, faces.shape[1:], class_count, steps)
-    times = {"numpy": StepTimes(), "streamed": StepTimes()}
+    times = {name: StepTimes() for name in ("numpy", *STREAMED)}
     model.fit(faces[:4 * BATCH], labels[:4 * BATCH], batch_size=BATCH, verbose=0)  # compile outside the timing
     for _ in range(rounds):
         model.fit(faces, labels, batch_size=BATCH, epochs=1, verbose=0, callbacks=[times["numpy"]])
-        batches = streamed_batches(cfg, steps)
-        try:
-            model.fit(batches, epochs=1, verbose=0, callbacks=[times["streamed"]])
-        finally:
-            batches.close()
-    result = {name: BATCH / statistics.median(t.seconds) for name, t in times.items()}
-    result["steps"] = {name: len(t.seconds) for name, t in times.items()}
-    return result
+        for name, augment in STREAMED.items():
+            batches = streamed_batches(cfg, steps, augment)
+            try:
+                model.fit(batches, epochs=1, verbose=0, callbacks=[times[name]])
+            finally:
+                batches.close()
+    return {name: BATCH / statistics.median(t.seconds) for name, t in times.items()}
 
 
 def repeated_cache(source: str, target: Path, times: int) -> Path:
@@ -168,19 +173,21 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=REPO, help="paths.root holding caches/ (default: the repository)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[48, 96])
     parser.add_argument("--steps", type=int, default=60, help="training steps per fit (each case, each round)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the two inputs")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds of the inputs")
     parser.add_argument("--child-rss", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_rss:
         return peak_rss_child(args.child_rss, args.root)
 
-    print(f"Training input benchmark: simple_cnn, batch {BATCH}, {args.steps} steps x {args.rounds} rounds per input")
-    print(f"{'px':>4} {'numpy, no aug (img/s)':>22} {'HDF5 stream + strong (img/s)':>29} {'ratio':>6}  target")
+    print(f"Training input benchmark: simple_cnn, batch {BATCH}, median step time over {args.rounds} alternating "
+          f"rounds of {args.steps} steps per input")
+    print(f"{'px':>4} {'NumPy, no aug':>14} {'HDF5 stream, no aug':>20} {'HDF5 stream + strong':>21} "
+          f"{'ratio (target >= 0.9)':>22}")
     for size in args.sizes:
         figures = speed(args.root, size, args.steps, args.rounds)
-        ratio = figures["streamed"] / figures["numpy"]
-        print(f"{size:>4} {figures['numpy']:>22.0f} {figures['streamed']:>29.0f} {ratio:>6.2f}  >= 0.90"
-              f"  (median of {figures['steps']['numpy']} / {figures['steps']['streamed']} steps)", flush=True)
+        ratio = figures["streamed_strong"] / figures["numpy"]
+        print(f"{size:>4} {figures['numpy']:>10.0f} i/s {figures['streamed']:>16.0f} i/s "
+              f"{figures['streamed_strong']:>17.0f} i/s {ratio:>22.2f}", flush=True)
 
     source = require_cache(compose(args.root, 48))
     bigger = repeated_cache(source, Path(source).with_name("benchmark-4x.h5"), 4)
@@ -188,7 +195,7 @@ def main() -> None:
         small, large = peak_rss(source, args.root), peak_rss(str(bigger), args.root)
     finally:
         bigger.unlink(missing_ok=True)
-    print(f"\nPeak RSS, one streamed epoch with augmentation=strong (48 px), each in a fresh process:")
+    print("\nPeak RSS, one streamed epoch with augmentation=strong (48 px), each in a fresh process:")
     for label, figures in (("1x", small), ("4x", large)):
         print(f"  {label}: {figures['faces']:>6} train faces  {figures['peak_rss_mb']:7.0f} MB  "
               f"({figures['seconds']:.0f} s)")
