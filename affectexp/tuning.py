@@ -26,7 +26,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from affectexp import tracking
 from affectexp.errors import UserInputError
-from affectexp.training.inputs import class_weights
 from affectexp.training.run import (
     MlflowEpochMetrics,
     StopOnNaN,
@@ -34,6 +33,7 @@ from affectexp.training.run import (
     check_objective,
     config_fingerprint,
     evaluate_and_log,
+    loss_class_weights,
     make_batches,
     objective_value,
     open_checked_cache,
@@ -160,7 +160,7 @@ class ConfigHyperModel(kt.HyperModel):
         cfg = self.trial_config(hp)
         train_batches, val_batches = make_batches(cfg)
         callbacks = [*kwargs.pop("callbacks", []), StopOnNaN(), MlflowEpochMetrics()]
-        weights = class_weights(train_batches.labels, self.num_classes) if cfg.trainer.balance == "class_weight" else None
+        weights = loss_class_weights(str(cfg.trainer.balance), train_batches.labels, self.num_classes)
         kwargs.setdefault("epochs", cfg.trainer.epochs)
         try:
             return model.fit(train_batches, validation_data=val_batches, callbacks=callbacks, class_weight=weights,
