@@ -138,6 +138,7 @@ class TrainerConfig:
     strategy: Strategy = Strategy.default
     ram_budget_mb: int = 2048
     steps_per_epoch: Optional[int] = None  # None: the whole train split each epoch
+    augment_workers: Optional[int] = None  # augmenting processes; None: one per core (at most 8); 0: reader threads
     objective: str = "test_accuracy"
 
 

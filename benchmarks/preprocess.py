@@ -27,7 +27,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -38,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from affectexp.data import affectnet_layout as layout  # noqa: E402
+from memory import PeakMemory, rss_mb  # noqa: E402  (benchmarks/memory.py)
 
 PHOTO_PARAMS = {"version": 1, "sides": [300, 1000], "quality": [70, 95]}
 IMAGES = "images"
@@ -192,43 +192,6 @@ def affectexp_run(root: Path, size: int, workers: int, work: Path) -> dict:
     return result
 
 
-def rss_mb(pid: str = "self", field: str = "VmRSS") -> float:
-    """A /proc status memory figure of a process, MB (0 once it has gone)."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def children() -> list[str]:
-    pids = []
-    for task in Path("/proc/self/task").iterdir():
-        pids += (task / "children").read_text().split()
-    return pids
-
-
-class PeakMemory(threading.Thread):
-    """Samples this process's and its children's (the workers') resident memory every 20 ms.
-
-    ru_maxrss is no use here: Linux carries the forking process's peak across exec.
-    """
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.total_mb, self.worker_mb, self.running = 0.0, 0.0, True
-
-    def run(self) -> None:
-        while self.running:
-            workers = [rss_mb(pid) for pid in children()]
-            self.worker_mb = max([self.worker_mb, *workers])
-            self.total_mb = max(self.total_mb, rss_mb() + sum(workers))
-            time.sleep(0.02)
-
-
 def measure(kind: str, root: Path, size: int, workers: int, work: Path) -> dict:
     """Run one measurement in this process; add peak RSS in MB: this process's (VmHWM), its
     largest worker's and this process plus its workers together (sampled)."""
@@ -240,10 +203,9 @@ def measure(kind: str, root: Path, size: int, workers: int, work: Path) -> dict:
         result = plain_loop(root, size)
     else:
         result = affectexp_run(root, size, workers, work)
-    sampler.running = False
-    sampler.join()
+    sampler.stop()
     return {**result, "rss_mb": rss_mb(field="VmHWM"), "worker_rss_mb": sampler.worker_mb,
-            "total_rss_mb": max(sampler.total_mb, rss_mb(field="VmHWM"))}
+            "total_rss_mb": sampler.total_mb}
 
 
 def in_fresh_process(kind: str, root: Path, args, workers: int = 1) -> dict:

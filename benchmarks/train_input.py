@@ -9,12 +9,15 @@ Measures, for each face size, the same model (conf/model/simple_cnn.yaml, compil
 train.py compiles it) trained on
   (a) the train split as in-memory NumPy arrays, no augmentation (Keras' fastest input),
   (b) CacheBatches streaming from HDF5 in chunk order (RAM budget 0), no augmentation, and
-  (c) the same with augmentation=strong, the way train.py feeds it;
+  (c) the same with augmentation=strong, the way train.py feeds it (augmenting processes
+      at idle priority, trainer.augment_workers);
 in alternating rounds, since the machine is shared, and reports images/s from the median
-step time (first steps of an epoch stall for reasons unrelated to the input). Then, each in
-a fresh process, the peak RSS of one streamed epoch of (b) on the 48 px cache and on a copy
-with its train split repeated 4 times. Not a test: it prints figures and the targets beside
-them (>= 0.9x images/s; <= 1.1x peak RSS).
+step time (first steps of an epoch stall for reasons unrelated to the input). Each input is
+built once and serves every round, as one CacheBatches serves every epoch of a run (the
+augmenting processes start once per run). Then, each in a fresh process, the peak RSS
+(training process plus its augmenting processes) of one streamed epoch of (c) on the 48 px
+cache and on a copy with its train split repeated 4 times. Not a test: it prints figures and
+the targets beside them (>= 0.9x images/s; <= 1.1x peak RSS).
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -34,7 +36,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
+from memory import PeakMemory  # noqa: E402  (benchmarks/memory.py)
+
+# Keras is imported inside the functions that use it: the augmenting processes import this
+# main module when they start, and they must not load TensorFlow.
 
 BATCH = 64
 SKIP_STEPS = 3  # the first steps of each fit: warm-up, queue filling
@@ -60,31 +65,37 @@ def require_cache(cfg) -> str:
     return cfg.cache.path
 
 
-class StepTimes(keras.callbacks.Callback):
-    """Collects the seconds between consecutive training steps, after the first SKIP_STEPS of each fit."""
+def step_times():
+    """A Keras callback whose `seconds` collects the time between consecutive training steps,
+    after the first SKIP_STEPS of each fit."""
+    import keras
 
-    def __init__(self):
-        super().__init__()
-        self.seconds: list[float] = []
+    class StepTimes(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds: list[float] = []
 
-    def on_train_begin(self, logs=None):
-        self._last, self._step = None, 0
+        def on_train_begin(self, logs=None):
+            self._last, self._step = None, 0
 
-    def on_train_batch_end(self, batch, logs=None):
-        now = time.perf_counter()
-        if self._last is not None and self._step >= SKIP_STEPS:
-            self.seconds.append(now - self._last)
-        self._last, self._step = now, self._step + 1
+        def on_train_batch_end(self, batch, logs=None):
+            now = time.perf_counter()
+            if self._last is not None and self._step >= SKIP_STEPS:
+                self.seconds.append(now - self._last)
+            self._last, self._step = now, self._step + 1
+
+    return StepTimes()
 
 
 def streamed_batches(cfg, steps: int | None, augment: bool = True):
-    """What train.py feeds fit(), streamed: chunk order, 2 reader threads, cfg's augmentation or none."""
+    """What train.py feeds fit(), streamed: chunk order, 2 reader threads, cfg's augmentation
+    (in trainer.augment_workers processes) or none."""
     from affectexp.training.inputs import CacheBatches
-    from affectexp.training.run import augmentation_dict
+    from affectexp.training.run import augment_workers, augmentation_dict
 
     return CacheBatches(cfg.cache.path, "train", BATCH, shuffle=True, seed=0,
                         augmentation=augmentation_dict(cfg) if augment else None, ram_budget_bytes=0, steps=steps,
-                        workers=2)
+                        workers=2, augment_workers=augment_workers(cfg.trainer))
 
 
 # The inputs compared, in the order of each round: name -> augmented?
@@ -103,16 +114,19 @@ def speed(root: Path, size: int, steps: int, rounds: int) -> dict[str, float]:
         faces, labels = cache.read_faces("train", 0, steps * BATCH), cache.labels("train")[:steps * BATCH]
         class_count = len(cache.class_names)
     model = build_model(cfg, faces.shape[1:], class_count, steps)
-    times = {name: StepTimes() for name in ("numpy", *STREAMED)}
+    times = {name: step_times() for name in ("numpy", *STREAMED)}
     model.fit(faces[:4 * BATCH], labels[:4 * BATCH], batch_size=BATCH, verbose=0)  # compile outside the timing
-    for _ in range(rounds):
-        model.fit(faces, labels, batch_size=BATCH, epochs=1, verbose=0, callbacks=[times["numpy"]])
-        for name, augment in STREAMED.items():
-            batches = streamed_batches(cfg, steps, augment)
-            try:
+    inputs = {name: streamed_batches(cfg, steps, augment) for name, augment in STREAMED.items()}
+    try:
+        for batches in inputs.values():
+            model.fit(batches, epochs=1, steps_per_epoch=SKIP_STEPS, verbose=0)  # start the augmenting processes
+        for _ in range(rounds):
+            model.fit(faces, labels, batch_size=BATCH, epochs=1, verbose=0, callbacks=[times["numpy"]])
+            for name, batches in inputs.items():
                 model.fit(batches, epochs=1, verbose=0, callbacks=[times[name]])
-            finally:
-                batches.close()
+    finally:
+        for batches in inputs.values():
+            batches.close()
     return {name: BATCH / statistics.median(t.seconds) for name, t in times.items()}
 
 
@@ -146,20 +160,25 @@ def repeated_cache(source: str, target: Path, times: int) -> Path:
 
 
 def peak_rss_child(cache_path: str, root: Path) -> None:
-    """In a fresh process: one streamed epoch with augmentation=strong; prints the peak RSS (MB) as JSON."""
+    """In a fresh process: one streamed epoch with augmentation=strong; prints as JSON the peak
+    RSS (MB) of this process and its augmenting processes together."""
     from affectexp.data.cache import FaceCache
     from affectexp.training.run import build_model
 
     cfg = compose(root, 48, [f"cache.path={cache_path}"])
     with FaceCache(cache_path) as cache:
         face_shape, class_count, faces = cache.face_shape, len(cache.class_names), cache.split_size("train")
+    sampler = PeakMemory()
+    sampler.start()
     batches = streamed_batches(cfg, None)
     model = build_model(cfg, face_shape, class_count, len(batches))
     started = time.perf_counter()
     model.fit(batches, epochs=1, verbose=0)
+    seconds = time.perf_counter() - started
+    sampler.stop()
     batches.close()
-    print(json.dumps({"faces": faces, "seconds": time.perf_counter() - started,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"faces": faces, "seconds": seconds, "peak_rss_mb": sampler.total_mb,
+                      "worker_rss_mb": sampler.worker_mb}))
 
 
 def peak_rss(cache_path: str, root: Path) -> dict:
@@ -195,10 +214,11 @@ def main() -> None:
         small, large = peak_rss(source, args.root), peak_rss(str(bigger), args.root)
     finally:
         bigger.unlink(missing_ok=True)
-    print("\nPeak RSS, one streamed epoch with augmentation=strong (48 px), each in a fresh process:")
+    print("\nPeak RSS (training process + augmenting processes), one streamed epoch with augmentation=strong "
+          "(48 px), each in a fresh process:")
     for label, figures in (("1x", small), ("4x", large)):
         print(f"  {label}: {figures['faces']:>6} train faces  {figures['peak_rss_mb']:7.0f} MB  "
-              f"({figures['seconds']:.0f} s)")
+              f"(largest augmenting process {figures['worker_rss_mb']:.0f} MB; {figures['seconds']:.0f} s)")
     ratio = large["peak_rss_mb"] / small["peak_rss_mb"]
     print(f"  ratio 4x / 1x: {ratio:.3f}  target <= 1.10  ({math.ceil(large['faces'] / BATCH)} steps streamed)")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,35 @@ def trained(built_cache):
     experiment = client.get_experiment_by_name(cfg.logger.experiment_name)
     [run] = client.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'e2e'")
     return objective, cfg, run
+
+
+def worker_pids(pid: int | str = "self") -> set[int]:
+    """The multiprocessing workers that process `pid` started (not its resource tracker)."""
+    pids: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        pids.update(int(child) for child in (task / "children").read_text().split())
+    return {child for child in pids if b"spawn_main" in read_cmdline(child)}
+
+
+def read_cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return b""
+
+
+def running(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def wait_until_ended(pids: set[int], seconds: float = 20.0) -> set[int]:
+    """Those of `pids` still running after waiting up to `seconds` for them to end."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(running(pid) for pid in pids):
+        time.sleep(0.05)
+    return {pid for pid in pids if running(pid)}

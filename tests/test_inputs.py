@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
 
-from conftest import compose_config
+from conftest import compose_config, wait_until_ended, worker_pids
 
 # An imbalanced split: 50 / 12 / 5 faces.
 LABELS = np.repeat([0, 1, 2], [50, 12, 5])
@@ -116,6 +117,52 @@ def test_augmentation_depends_on_epoch_and_batch_only(built_cache):
     assert not np.array_equal(first(faces, 1, 2), first(faces, 2, 2))
     variants = augmented_variants(first, faces, 5)
     assert variants.shape == (4, 5, *faces.shape[1:]) and variants.dtype == np.uint8
+
+
+def strong_augmentation_and_faces(cfg, count: int = 6):
+    from affectexp.data.cache import FaceCache
+    from affectexp.training.run import augmentation_dict
+
+    serialized = augmentation_dict(compose_config("train", cfg.paths.root, ["augmentation=strong", "cache.size=48"]))
+    with FaceCache(cfg.cache.path) as cache:
+        return serialized, cache.read_faces("train", 0, count)
+
+
+def test_augmenting_processes_give_the_same_batches_and_end_on_close(built_cache):
+    from affectexp.training.augment import FaceAugmenter, ProcessAugmenter
+
+    serialized, faces = strong_augmentation_and_faces(built_cache[1])
+    before = worker_pids()
+    augmenter = ProcessAugmenter(serialized, seed=3, processes=2, patience=120)
+    try:
+        in_workers = [augmenter(faces, epoch, batch) for epoch in range(2) for batch in range(3)]
+        workers = worker_pids() - before
+        assert 1 <= len(workers) <= 2  # started as batches came; one at a time needs one
+    finally:
+        augmenter.close()
+    here = FaceAugmenter(serialized, seed=3)
+    for (epoch, batch), result in zip([(e, b) for e in range(2) for b in range(3)], in_workers):
+        np.testing.assert_array_equal(result, here(faces, epoch, batch))
+    assert not wait_until_ended(workers), "augmenting processes outlived close()"
+
+
+def test_batches_the_workers_have_not_finished_in_time_are_augmented_by_the_caller(built_cache):
+    """Idle-priority workers get no CPU while other programs keep every core busy: the
+    training must go on without them, with the same augmentations."""
+    from affectexp.training.augment import FaceAugmenter, ProcessAugmenter
+
+    serialized, faces = strong_augmentation_and_faces(built_cache[1])
+    augmenter = ProcessAugmenter(serialized, seed=3, processes=1, patience=0.0)
+    try:
+        started = time.monotonic()
+        results = [augmenter(faces, 0, batch) for batch in range(8)]
+        assert time.monotonic() - started < 5  # never waited for the workers to start
+        assert augmenter.waiting <= 2  # batches handed to the workers stay bounded
+    finally:
+        augmenter.close()
+    here = FaceAugmenter(serialized, seed=3)
+    for batch, result in enumerate(results):
+        np.testing.assert_array_equal(result, here(faces, 0, batch))
 
 
 @pytest.mark.parametrize(("transform", "message"), [

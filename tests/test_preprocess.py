@@ -21,7 +21,7 @@ from affectexp.data.cache import SCHEMA_VERSION, CacheError, FaceCache
 from affectexp.data.faces import FaceSpec, crop_box, load_face
 from affectexp.data.preprocess import report_path_of, run_preprocess
 from affectexp.data.sources.rows import SourceError
-from conftest import TEST_PER_CLASS, TRAIN_PER_CLASS, compose_config
+from conftest import TEST_PER_CLASS, TRAIN_PER_CLASS, compose_config, wait_until_ended, worker_pids
 
 HEADER = ",".join(layout.CSV_COLUMNS)
 
@@ -216,9 +216,11 @@ def test_killed_preprocess_resumes_to_an_identical_cache(synthetic_root, tmp_pat
             break
         time.sleep(0.01)
     assert process.poll() is None, "preprocessing ended before it could be interrupted"
+    workers = worker_pids(process.pid)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not Path(cfg.cache.path).exists()
+    assert workers and not wait_until_ended(workers), "worker processes outlived the killed preprocessing"
 
     with caplog.at_level(logging.INFO, logger="affectexp"):
         summary = run_preprocess(cfg)

@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from affectexp.data.cache import CacheError, FaceCache
 from affectexp.models.layers import class_names_of
-from conftest import EPOCHS, TINY_MODEL, compose_config, train_config
+from conftest import EPOCHS, TINY_MODEL, compose_config, train_config, wait_until_ended, worker_pids
 
 
 def test_learns_the_synthetic_expressions(trained):
@@ -89,7 +89,7 @@ def test_class_set_must_match_the_cache(built_cache):
 def test_killed_training_resumes_in_the_same_mlflow_run(built_cache):
     from affectexp.training.run import train
 
-    overrides = ["trainer.epochs=3", "logger.run_name=resumed", "augmentation=none", "trainer.seed=7"]
+    overrides = ["trainer.epochs=3", "logger.run_name=resumed", "augmentation=light", "trainer.seed=7"]
     cfg = train_config(built_cache[1], overrides)
     root = Path(cfg.paths.root)
     command = [sys.executable, "train.py", f"paths.root={root}", "cache.size=48", f"trainer.epochs={EPOCHS}",
@@ -102,8 +102,10 @@ def test_killed_training_resumes_in_the_same_mlflow_run(built_cache):
         time.sleep(0.05)
     assert process.poll() is None, "training ended before it could be interrupted"
     time.sleep(0.5)  # let the first epoch's checkpoint finish writing
+    augmenting = worker_pids(process.pid)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    assert augmenting and not wait_until_ended(augmenting), "augmenting processes outlived the killed training"
 
     train(cfg)
     client = MlflowClient(cfg.logger.tracking_uri)
@@ -139,7 +141,8 @@ def test_cache_of_another_schema_version_stops_before_training(built_cache, tmp_
 
 # A key that a model's file or an experiment adds (+model.widht) is checked against the builder's
 # signature; a misspelt key on the command line already stops in Hydra (test_config.py).
-@pytest.mark.parametrize("override", ["+model.widht=3", "model.dropout=high", "optimizer.name=adamx"])
+@pytest.mark.parametrize("override", ["+model.widht=3", "model.dropout=high", "optimizer.name=adamx",
+                                      "trainer.augment_workers=-1"])
 def test_bad_model_or_optimizer_value_stops_before_training(built_cache, override):
     from affectexp.errors import UserInputError
     from affectexp.training.run import train

@@ -34,7 +34,7 @@ from affectexp.data.summary import (
     reuse_existing,
     written_counts,
 )
-from affectexp.data.workers import ChunkResult, ChunkTask, crop_chunk, init_worker
+from affectexp.data.workers import ChunkResult, ChunkTask, crop_chunk, init_worker, start_worker_process
 from affectexp.errors import UserInputError
 
 log = logging.getLogger(__name__)
@@ -229,7 +229,7 @@ def crop_in_order(tasks: Iterator[ChunkTask], num_workers: int) -> Iterator[Chun
         return
     # spawn, not fork: the parent may have started threads (TensorFlow in a notebook or a test).
     context = multiprocessing.get_context("spawn")
-    with context.Pool(num_workers, initializer=init_worker) as pool:
+    with context.Pool(num_workers, initializer=start_worker_process) as pool:
         pending: collections.deque = collections.deque()
         for task in tasks:
             pending.append(pool.apply_async(crop_chunk, (task,)))

@@ -12,6 +12,7 @@ import numpy as np
 
 from affectexp.data.affectnet_layout import parse_landmarks
 from affectexp.data.faces import FaceError, FaceSpec, load_face
+from affectexp.processes import exit_with_parent
 
 
 @dataclass
@@ -60,6 +61,12 @@ class ChunkResult:
 def init_worker() -> None:
     # Parallelism comes from the processes; OpenCV's own threads would only compete for cores.
     cv2.setNumThreads(1)
+
+
+def start_worker_process() -> None:
+    """Initializer of the worker processes: they end with the process that started them."""
+    exit_with_parent()
+    init_worker()
 
 
 def crop_chunk(task: ChunkTask) -> ChunkResult:

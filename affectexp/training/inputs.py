@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from affectexp.data.cache import FaceCache
-from affectexp.training.augment import FaceAugmenter
+from affectexp.training.augment import FaceAugmenter, ProcessAugmenter
 
 # Consecutive cache chunks whose rows are shuffled together when streaming.
 SHUFFLE_WINDOW_CHUNKS = 4
@@ -25,12 +25,16 @@ class CacheBatches(keras.utils.PyDataset):
     within windows of SHUFFLE_WINDOW_CHUNKS chunks; memory stays a few chunks whatever the
     size of the cache. `balance` ("oversample" | "truncate") draws each epoch's rows so that
     every class is equally frequent (balanced_positions); the cache keeps every face.
+    `augmentation` (albumentations' serialised form) runs in `augment_workers` processes
+    (ProcessAugmenter), or in the `workers` reader threads when that is 0.
     """
 
     def __init__(self, cache_path: str, split: str, batch_size: int, *, shuffle: bool, seed: int,
                  augmentation: dict | None = None, ram_budget_bytes: int = 2 << 30,
-                 steps: int | None = None, workers: int = 1, balance: str = "none"):
-        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
+                 steps: int | None = None, workers: int = 1, balance: str = "none", augment_workers: int = 0):
+        # A reader thread per augmenting process, each waiting on its batch (measured: more
+        # threads than processes only added contention in the training process).
+        super().__init__(workers=max(workers, augment_workers), use_multiprocessing=False, max_queue_size=8)
         self.cache = FaceCache(cache_path)
         self.split = split
         self.batch_size = batch_size
@@ -41,7 +45,7 @@ class CacheBatches(keras.utils.PyDataset):
         self.size = self.cache.split_size(split)
         self.labels = self.cache.labels(split)
         self.chunk_rows = self.cache.chunk_rows
-        self.augment = FaceAugmenter(augmentation, seed) if augmentation else None
+        self.augment = make_augmenter(augmentation, seed, augment_workers)
         split_bytes = self.size * int(np.prod(self.cache.face_shape))
         self.in_memory = split_bytes <= ram_budget_bytes
         self.faces = self.cache.read_faces(split, 0, self.size) if self.in_memory else None
@@ -100,7 +104,17 @@ class CacheBatches(keras.utils.PyDataset):
         return faces, self.labels[positions]
 
     def close(self) -> None:
+        if isinstance(self.augment, ProcessAugmenter):
+            self.augment.close()
         self.cache.close()
+
+
+def make_augmenter(augmentation: dict | None, seed: int, processes: int) -> FaceAugmenter | ProcessAugmenter | None:
+    """None without augmentation; else augmenting in `processes` worker processes, or in the
+    calling (reader) threads when processes is 0."""
+    if not augmentation:
+        return None
+    return ProcessAugmenter(augmentation, seed, processes) if processes > 0 else FaceAugmenter(augmentation, seed)
 
 
 def balanced_positions(labels: np.ndarray, balance: str, rng: np.random.Generator) -> np.ndarray:

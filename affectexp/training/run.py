@@ -20,7 +20,7 @@ from affectexp.errors import ConfigError
 from affectexp.models.layers import with_class_names
 from affectexp.models.schema import check_model_config
 from affectexp.training import runtime
-from affectexp.training.augment import FaceAugmenter, augmented_variants, check_transform
+from affectexp.training.augment import FaceAugmenter, augmented_variants, check_transform, default_augment_workers
 from affectexp.training.caches import open_checked_cache, preprocess_command  # noqa: F401  (part of this API)
 from affectexp.training.evaluation import EVALUATION_PREFIX, evaluate_and_log, predict_split  # noqa: F401  (idem)
 from affectexp.training.inputs import CacheBatches, class_weights
@@ -73,6 +73,7 @@ def check_config(cfg: DictConfig) -> None:
     check_optimizer_config(cfg.optimizer)
     check_objective(cfg.trainer.objective)
     check_transform(augmentation_dict(cfg))
+    augment_workers(cfg.trainer)
 
 
 def train(cfg: DictConfig) -> float:
@@ -132,13 +133,24 @@ def augmentation_dict(cfg: DictConfig) -> dict | None:
     return OmegaConf.to_container(transform, resolve=True) if transform else None
 
 
+def augment_workers(trainer: DictConfig) -> int:
+    """trainer.augment_workers as a count of processes (None: default_augment_workers())."""
+    if trainer.augment_workers is None:
+        return default_augment_workers()
+    if trainer.augment_workers < 0:
+        raise ConfigError(f"trainer.augment_workers: {trainer.augment_workers}; use a count of processes, "
+                          "0 to augment in the reader threads, or null for one per core")
+    return trainer.augment_workers
+
+
 def make_batches(cfg: DictConfig) -> tuple[CacheBatches, CacheBatches]:
     """(train batches, shuffled, balanced and augmented; validation batches) streamed from cfg.cache.path."""
     trainer = cfg.trainer
     budget = trainer.ram_budget_mb << 20
     train_batches = CacheBatches(cfg.cache.path, "train", trainer.batch_size, shuffle=True, seed=trainer.seed,
                                  augmentation=augmentation_dict(cfg), ram_budget_bytes=budget,
-                                 steps=trainer.steps_per_epoch, workers=2, balance=str(trainer.balance))
+                                 steps=trainer.steps_per_epoch, workers=2, balance=str(trainer.balance),
+                                 augment_workers=augment_workers(trainer))
     val_batches = CacheBatches(cfg.cache.path, "val", trainer.batch_size, shuffle=False, seed=trainer.seed,
                                ram_budget_bytes=budget)
     return train_batches, val_batches

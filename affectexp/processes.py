@@ -1,0 +1,38 @@
+"""Helpers for the worker processes that preprocessing and training start."""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import threading
+
+
+def exit_with_parent() -> None:
+    """In a worker process: exit as soon as the process that started it is gone.
+
+    A pool's workers wait on a queue whose write end they hold themselves, so after a
+    `kill -9` of the parent they would wait forever (measured: spawned pool workers
+    outlived their killed parent). Call it from the pool's initializer.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def wait_for_parent() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=wait_for_parent, name="exit-with-parent", daemon=True).start()
+
+
+def run_when_idle() -> None:
+    """Lower this process's CPU priority so that it runs only on cores nothing else wants.
+
+    Linux: the SCHED_IDLE policy, which any ordinary process preempts at once; elsewhere
+    the lowest nice value.
+    """
+    if hasattr(os, "SCHED_IDLE"):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    else:
+        os.nice(19)
