@@ -1,6 +1,7 @@
 """Preprocessing speed and memory, measured side by side in one run on the same files.
 
-    .venv/bin/python benchmarks/preprocess.py            # about 10 minutes on 2 cores
+    .venv/bin/python benchmarks/preprocess.py                # 48 px faces, as the seed notebook's; about 15 minutes
+    .venv/bin/python benchmarks/preprocess.py --size 96      # the cache's default size
 
 Builds realistic photos once (the synthetic generator's faces, rescaled to 300-1000 px sides,
 with sensor noise and JPEG quality 70-95) under the work folder and reuses them; rows cycle
@@ -244,7 +245,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20000, help="N: rows of the side-by-side comparison")
     parser.add_argument("--large-rows", type=int, default=100000, help="rows of the seed-vs-affectexp comparison")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds at N (medians are reported)")
-    parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--size", type=int, default=48, help="face side in pixels (the seed notebook's: 48)")
     parser.add_argument("--seed-full", action="store_true", help="measure the seed loop at --large-rows too")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)

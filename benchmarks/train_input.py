@@ -11,8 +11,9 @@ train.py compiles it) trained on
   (b) CacheBatches streaming from HDF5 in chunk order (RAM budget 0), no augmentation, and
   (c) the same with augmentation=strong, the way train.py feeds it (augmenting processes
       at idle priority, trainer.augment_workers);
-in alternating rounds, since the machine is shared, and reports images/s from the median
-step time (first steps of an epoch stall for reasons unrelated to the input). Each input is
+in short alternating rounds, since the machine is shared, and reports images/s from the
+median step time (first steps of an epoch stall for reasons unrelated to the input) and, as
+the headline, the median over the rounds of each round's ratio (c) / (a). Each input is
 built once and serves every round, as one CacheBatches serves every epoch of a run (the
 augmenting processes start once per run). Then, each in a fresh process, the peak RSS
 (training process plus its augmenting processes) of one streamed epoch of (c) on the 48 px
@@ -102,9 +103,14 @@ def streamed_batches(cfg, steps: int | None, augment: bool = True):
 STREAMED = {"streamed": False, "streamed_strong": True}
 
 
-def speed(root: Path, size: int, steps: int, rounds: int) -> dict[str, float]:
-    """Median images/s of the same model fed (a) NumPy arrays in memory, no augmentation,
-    (b) streamed from HDF5, no augmentation, (c) streamed with augmentation=strong."""
+def speed(root: Path, size: int, steps: int, rounds: int) -> tuple[dict[str, float], list[float]]:
+    """(median images/s of the same model fed (a) NumPy arrays in memory, no augmentation,
+    (b) streamed from HDF5, no augmentation, (c) streamed with augmentation=strong; the
+    ratio (c) / (a) of each round, from the rounds' median step times).
+
+    The rounds are short and paired because this machine's speed drifts by 20% over seconds
+    (other virtual machines on the host): both inputs of a round see about the same machine.
+    """
     from affectexp.data.cache import FaceCache
     from affectexp.training.run import build_model
 
@@ -114,20 +120,25 @@ def speed(root: Path, size: int, steps: int, rounds: int) -> dict[str, float]:
         faces, labels = cache.read_faces("train", 0, steps * BATCH), cache.labels("train")[:steps * BATCH]
         class_count = len(cache.class_names)
     model = build_model(cfg, faces.shape[1:], class_count, steps)
-    times = {name: step_times() for name in ("numpy", *STREAMED)}
+    times = {name: [] for name in ("numpy", *STREAMED)}  # per input, each round's step times
     model.fit(faces[:4 * BATCH], labels[:4 * BATCH], batch_size=BATCH, verbose=0)  # compile outside the timing
     inputs = {name: streamed_batches(cfg, steps, augment) for name, augment in STREAMED.items()}
     try:
         for batches in inputs.values():
             model.fit(batches, epochs=1, steps_per_epoch=SKIP_STEPS, verbose=0)  # start the augmenting processes
         for _ in range(rounds):
-            model.fit(faces, labels, batch_size=BATCH, epochs=1, verbose=0, callbacks=[times["numpy"]])
+            times["numpy"].append(step_times())
+            model.fit(faces, labels, batch_size=BATCH, epochs=1, verbose=0, callbacks=[times["numpy"][-1]])
             for name, batches in inputs.items():
-                model.fit(batches, epochs=1, verbose=0, callbacks=[times[name]])
+                times[name].append(step_times())
+                model.fit(batches, epochs=1, verbose=0, callbacks=[times[name][-1]])
     finally:
         for batches in inputs.values():
             batches.close()
-    return {name: BATCH / statistics.median(t.seconds) for name, t in times.items()}
+    medians = {name: BATCH / statistics.median(s for t in rounds_ for s in t.seconds) for name, rounds_ in times.items()}
+    ratios = [statistics.median(plain.seconds) / statistics.median(strong.seconds)
+              for plain, strong in zip(times["numpy"], times["streamed_strong"])]
+    return medians, ratios
 
 
 def repeated_cache(source: str, target: Path, times: int) -> Path:
@@ -191,8 +202,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=REPO, help="paths.root holding caches/ (default: the repository)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[48, 96])
-    parser.add_argument("--steps", type=int, default=60, help="training steps per fit (each case, each round)")
-    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds of the inputs")
+    parser.add_argument("--steps", type=int, default=30, help="training steps per fit (each case, each round)")
+    parser.add_argument("--rounds", type=int, default=12, help="alternating rounds of the inputs")
     parser.add_argument("--child-rss", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_rss:
@@ -201,12 +212,12 @@ def main() -> None:
     print(f"Training input benchmark: simple_cnn, batch {BATCH}, median step time over {args.rounds} alternating "
           f"rounds of {args.steps} steps per input")
     print(f"{'px':>4} {'NumPy, no aug':>14} {'HDF5 stream, no aug':>20} {'HDF5 stream + strong':>21} "
-          f"{'ratio (target >= 0.9)':>22}")
+          f"{'ratio (target >= 0.9)':>22}  ratio of each round")
     for size in args.sizes:
-        figures = speed(args.root, size, args.steps, args.rounds)
-        ratio = figures["streamed_strong"] / figures["numpy"]
+        figures, ratios = speed(args.root, size, args.steps, args.rounds)
         print(f"{size:>4} {figures['numpy']:>10.0f} i/s {figures['streamed']:>16.0f} i/s "
-              f"{figures['streamed_strong']:>17.0f} i/s {ratio:>22.2f}", flush=True)
+              f"{figures['streamed_strong']:>17.0f} i/s {statistics.median(ratios):>22.2f}  "
+              f"{' '.join(f'{r:.2f}' for r in ratios)}", flush=True)
 
     source = require_cache(compose(args.root, 48))
     bigger = repeated_cache(source, Path(source).with_name("benchmark-4x.h5"), 4)
