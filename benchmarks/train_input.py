@@ -135,7 +135,8 @@ def speed(root: Path, size: int, steps: int, rounds: int) -> tuple[dict[str, flo
     finally:
         for batches in inputs.values():
             batches.close()
-    medians = {name: BATCH / statistics.median(s for t in rounds_ for s in t.seconds) for name, rounds_ in times.items()}
+    medians = {name: BATCH / statistics.median([step for each in per_round for step in each.seconds])
+               for name, per_round in times.items()}
     ratios = [statistics.median(plain.seconds) / statistics.median(strong.seconds)
               for plain, strong in zip(times["numpy"], times["streamed_strong"])]
     return medians, ratios

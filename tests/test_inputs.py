@@ -103,23 +103,8 @@ def test_balanced_batches_have_balanced_epochs(built_cache):
         batches.close()
 
 
-def test_augmentation_depends_on_epoch_and_batch_only(built_cache):
-    from affectexp.data.cache import FaceCache
-    from affectexp.training.augment import FaceAugmenter, augmented_variants
-    from affectexp.training.run import augmentation_dict
-
-    cfg = built_cache[1]
-    serialized = augmentation_dict(compose_config("train", cfg.paths.root, ["augmentation=strong", "cache.size=48"]))
-    with FaceCache(cfg.cache.path) as cache:
-        faces = cache.read_faces("train", 0, 4)
-    first, again = FaceAugmenter(serialized, seed=3), FaceAugmenter(serialized, seed=3)
-    np.testing.assert_array_equal(first(faces, 1, 2), again(faces, 1, 2))
-    assert not np.array_equal(first(faces, 1, 2), first(faces, 2, 2))
-    variants = augmented_variants(first, faces, 5)
-    assert variants.shape == (4, 5, *faces.shape[1:]) and variants.dtype == np.uint8
-
-
-def strong_augmentation_and_faces(cfg, count: int = 6):
+def strong_augmentation_and_faces(cfg, count: int):
+    """(augmentation=strong in albumentations' serialised form, the first `count` training faces)."""
     from affectexp.data.cache import FaceCache
     from affectexp.training.run import augmentation_dict
 
@@ -128,10 +113,21 @@ def strong_augmentation_and_faces(cfg, count: int = 6):
         return serialized, cache.read_faces("train", 0, count)
 
 
+def test_augmentation_depends_on_epoch_and_batch_only(built_cache):
+    from affectexp.training.augment import FaceAugmenter, augmented_variants
+
+    serialized, faces = strong_augmentation_and_faces(built_cache[1], 4)
+    first, again = FaceAugmenter(serialized, seed=3), FaceAugmenter(serialized, seed=3)
+    np.testing.assert_array_equal(first(faces, 1, 2), again(faces, 1, 2))
+    assert not np.array_equal(first(faces, 1, 2), first(faces, 2, 2))
+    variants = augmented_variants(first, faces, 5)
+    assert variants.shape == (4, 5, *faces.shape[1:]) and variants.dtype == np.uint8
+
+
 def test_augmenting_processes_give_the_same_batches_and_end_on_close(built_cache):
     from affectexp.training.augment import FaceAugmenter, ProcessAugmenter
 
-    serialized, faces = strong_augmentation_and_faces(built_cache[1])
+    serialized, faces = strong_augmentation_and_faces(built_cache[1], 6)
     before = worker_pids()
     augmenter = ProcessAugmenter(serialized, seed=3, processes=2, patience=120)
     try:
@@ -151,7 +147,7 @@ def test_batches_the_workers_have_not_finished_in_time_are_augmented_by_the_call
     training must go on without them, with the same augmentations."""
     from affectexp.training.augment import FaceAugmenter, ProcessAugmenter
 
-    serialized, faces = strong_augmentation_and_faces(built_cache[1])
+    serialized, faces = strong_augmentation_and_faces(built_cache[1], 6)
     augmenter = ProcessAugmenter(serialized, seed=3, processes=1, patience=0.0)
     try:
         started = time.monotonic()
