@@ -204,7 +204,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=REPO, help="paths.root holding caches/ (default: the repository)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[48, 96])
     parser.add_argument("--steps", type=int, default=30, help="training steps per fit (each case, each round)")
-    parser.add_argument("--rounds", type=int, default=12, help="alternating rounds of the inputs")
+    parser.add_argument("--rounds", type=int, default=24, help="alternating rounds of the inputs")
     parser.add_argument("--child-rss", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_rss:
