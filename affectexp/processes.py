@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
 import threading
 
 
@@ -36,3 +37,19 @@ def run_when_idle() -> None:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     else:
         os.nice(19)
+
+
+# Names a moment at which this process stops itself (SIGSTOP), so that a test can kill it
+# exactly there with `kill -9`: "epoch_committed:1", "evaluated:val", ... (see stop_point calls).
+STOP_AT_ENV = "AFFECTEXP_STOP_AT"
+
+
+def stop_point(name: str) -> None:
+    """Freeze this process here when AFFECTEXP_STOP_AT names this moment.
+
+    Kill tests need the process at a chosen moment (between an epoch's commit and its
+    metrics, say), which no sleep reaches reliably on a loaded machine; a stopped process
+    waits there until it is killed (or continued with SIGCONT). Unset, it costs one lookup.
+    """
+    if os.environ.get(STOP_AT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGSTOP)

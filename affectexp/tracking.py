@@ -125,42 +125,76 @@ def configure(tracking_uri: str, experiment_name: str, artifact_location: str) -
     return experiment_id
 
 
-@contextmanager
-def tracked_run(experiment_id: str, run_name: str | None, work_dir: Path) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run that continues the run recorded in `work_dir` if the last attempt was cut off.
+def recorded_run(work_dir: Path, parent_run_id: str | None = None):
+    """The MLflow run (mlflow.entities.Run) that work_dir's last attempt logged into, if it
+    still exists in this store under the same parent (None: a top-level run); else None.
 
-    Inside a Hydra sweep the run is a child of the sweep's parent run, named after the job's
-    overrides and tagged with the sweep id (see sweeps.py). The run ends FINISHED on success
-    and FAILED on any exception; only a finished run forgets its id, so rerunning an
-    interrupted command keeps logging into the same run.
+    A new sweep of the same jobs has a new parent, so its jobs are new runs, not continuations.
     """
-    id_file = work_dir / RUN_ID_FILE
-    run_id = id_file.read_text().strip() if id_file.exists() else None
-    if run_id and not _run_exists(run_id):
-        run_id = None
-    if run_id:
-        log.info("Resuming MLflow run %s", run_id)
-    from affectexp.sweeps import current_sweep_job
-
-    job = current_sweep_job()
-    new_run = {}
-    if run_id is None:
-        new_run = {"experiment_id": experiment_id, "run_name": run_name or (job.run_name if job else None)}
-        if job is not None:
-            new_run.update(parent_run_id=job.parent_run_id, tags={SWEEP_TAG: job.sweep_id})
-    with mlflow.start_run(run_id=run_id, **new_run) as run:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        id_file.write_text(run.info.run_id)
-        yield run
-    id_file.unlink(missing_ok=True)
-
-
-def _run_exists(run_id: str) -> bool:
+    id_file = Path(work_dir) / RUN_ID_FILE
+    if not id_file.is_file():
+        return None
     try:
-        MlflowClient().get_run(run_id)
-        return True
+        run = MlflowClient().get_run(id_file.read_text().strip())
     except mlflow.exceptions.MlflowException:
-        return False
+        return None
+    if run.info.lifecycle_stage != "active" or run.data.tags.get("mlflow.parentRunId") != parent_run_id:
+        return None
+    return run
+
+
+@contextmanager
+def tracked_run(experiment_id: str, run_name: str | None, work_dir: Path, parent_run_id: str | None = None,
+                tags: Mapping[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run that continues work_dir's recorded run (recorded_run), else a new one,
+    named `run_name`, a child of `parent_run_id` when given, with `tags`.
+
+    The run ends FINISHED on success and FAILED on any exception; its id stays recorded in
+    work_dir, so rerunning the same command continues (or, once finished, finds) this run.
+    """
+    previous = recorded_run(work_dir, parent_run_id)
+    if previous is not None:
+        log.info("Continuing MLflow run %s (%s)", previous.info.run_id, previous.info.run_name)
+        arguments = {"run_id": previous.info.run_id}
+    else:
+        arguments = {"experiment_id": experiment_id, "run_name": run_name, "parent_run_id": parent_run_id,
+                     "tags": dict(tags or {})}
+    with mlflow.start_run(**arguments) as run:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+        (Path(work_dir) / RUN_ID_FILE).write_text(run.info.run_id)
+        yield run
+
+
+def log_step_metrics(metrics: Mapping[str, float], step: int) -> None:
+    """One step's metrics on the active run, in one batch: the store keeps all of them or none."""
+    mlflow.log_metrics(dict(metrics), step=step)
+
+
+def log_missing_steps(history: list[Mapping[str, float]]) -> None:
+    """Log each step of `history` (step = 1-based position) that the active run lacks.
+
+    A step arrives whole or not at all (log_step_metrics), so one metric's history tells
+    which steps the run has.
+    """
+    run_id = mlflow.active_run().info.run_id
+    client = MlflowClient()
+    logged: dict[str, set[int]] = {}
+    for step, metrics in enumerate(history, 1):
+        key = min(metrics)
+        if key not in logged:
+            logged[key] = {metric.step for metric in client.get_metric_history(run_id, key)}
+        if step not in logged[key]:
+            log_step_metrics(metrics, step)
+
+
+def log_metrics_once(metrics: Mapping[str, float]) -> None:
+    """Log those of `metrics` (step-less: evaluation results) that the active run lacks, so a
+    rerun that repeats an evaluation after a kill does not record it twice."""
+    run_id = mlflow.active_run().info.run_id
+    present = MlflowClient().get_run(run_id).data.metrics
+    missing = {name: value for name, value in metrics.items() if name not in present}
+    if missing:
+        mlflow.log_metrics(missing)
 
 
 def log_params(params: Mapping[str, str]) -> None:
@@ -172,10 +206,6 @@ def log_params(params: Mapping[str, str]) -> None:
         mlflow.log_params(dict(items[start:start + PARAMS_PER_BATCH]))
     if long:
         mlflow.log_dict(long, "params/long.json")
-
-
-def log_json(data: Any, artifact_path: str) -> None:
-    mlflow.log_dict(data, artifact_path)
 
 
 @contextmanager

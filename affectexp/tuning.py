@@ -26,6 +26,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from affectexp import tracking
 from affectexp.errors import UserInputError
+from affectexp.training.inputs import FollowEpochs
 from affectexp.training.run import (
     MlflowEpochMetrics,
     StopOnNaN,
@@ -159,12 +160,12 @@ class ConfigHyperModel(kt.HyperModel):
     def fit(self, hp: kt.HyperParameters, model, *args, **kwargs):
         cfg = self.trial_config(hp)
         train_batches, val_batches = make_batches(cfg)
-        callbacks = [*kwargs.pop("callbacks", []), StopOnNaN(), MlflowEpochMetrics()]
+        callbacks = [*kwargs.pop("callbacks", []), FollowEpochs(train_batches), StopOnNaN(), MlflowEpochMetrics()]
         weights = loss_class_weights(str(cfg.trainer.balance), train_batches.labels, self.num_classes)
         kwargs.setdefault("epochs", cfg.trainer.epochs)
         try:
             return model.fit(train_batches, validation_data=val_batches, callbacks=callbacks, class_weight=weights,
-                             verbose=0, **kwargs)
+                             verbose=0, shuffle=False, **kwargs)
         finally:
             train_batches.close()
             val_batches.close()

@@ -125,13 +125,13 @@ def speed(root: Path, size: int, steps: int, rounds: int) -> tuple[dict[str, flo
     inputs = {name: streamed_batches(cfg, steps, augment) for name, augment in STREAMED.items()}
     try:
         for batches in inputs.values():
-            model.fit(batches, epochs=1, steps_per_epoch=SKIP_STEPS, verbose=0)  # start the augmenting processes
+            model.fit(batches, epochs=1, steps_per_epoch=SKIP_STEPS, verbose=0, shuffle=False)  # start the augmenting processes
         for _ in range(rounds):
             times["numpy"].append(step_times())
             model.fit(faces, labels, batch_size=BATCH, epochs=1, verbose=0, callbacks=[times["numpy"][-1]])
             for name, batches in inputs.items():
                 times[name].append(step_times())
-                model.fit(batches, epochs=1, verbose=0, callbacks=[times[name][-1]])
+                model.fit(batches, epochs=1, verbose=0, shuffle=False, callbacks=[times[name][-1]])
     finally:
         for batches in inputs.values():
             batches.close()

@@ -36,6 +36,13 @@ def open_checked_cache(cfg: DictConfig) -> FaceCache:
         cache.close()
         raise CacheError(f"{path}: the cache holds classes {cache.class_names} but classes={cfg.classes.name} "
                          f"asks for {list(cfg.classes.names)}; choose the matching classes or another cache.path")
+    channels = 1 if str(cfg.cache.color) == "gray" else 3
+    if tuple(cache.face_shape) != (cfg.cache.size, cfg.cache.size, channels):
+        cache.close()
+        height, width, depth = cache.face_shape
+        raise CacheError(f"{path}: the cache holds {height}x{width} {'gray' if depth == 1 else 'rgb'} faces but "
+                         f"cache.size={cfg.cache.size} cache.color={cfg.cache.color} asks for others; pass "
+                         f"cache.size={height} cache.color={'gray' if depth == 1 else 'rgb'} or another cache.path")
     if cache.split_size("train") == 0:
         cache.close()
         raise CacheError(f"{path}: the cache has no training faces")

@@ -103,7 +103,7 @@ def log_evaluation(metrics: dict, prefix: str) -> None:
     confusion matrix (PNG) as artifacts."""
     scalars = {f"{prefix}_{k}": v for k, v in metrics.items() if isinstance(v, float)}
     scalars.update({f"{prefix}_f1_{name}": m["f1"] for name, m in metrics["per_class"].items()})
-    mlflow.log_metrics(scalars)
+    tracking.log_metrics_once(scalars)  # a rerun after a kill repeats the evaluation, not its record
     with tracking.artifact_dir() as folder:
         (folder / f"{prefix}_metrics.json").write_text(json.dumps(metrics, indent=2))
         plot_confusion_matrix(np.array(metrics["confusion_matrix"]), metrics["class_names"],

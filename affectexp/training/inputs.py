@@ -51,15 +51,17 @@ class CacheBatches(keras.utils.PyDataset):
         self.faces = self.cache.read_faces(split, 0, self.size) if self.in_memory else None
         self._chunks: OrderedDict[int, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
-        self.epoch = 0
-        self.order = self._epoch_order()
+        self.set_epoch(0)
 
     def __len__(self) -> int:
         full = math.ceil(len(self.order) / self.batch_size)
         return min(full, self.steps) if self.steps else full
 
-    def on_epoch_end(self) -> None:
-        self.epoch += 1
+    def set_epoch(self, epoch: int) -> None:
+        """Read epoch `epoch` (0-based) next: its order, balancing and augmentation are seeded by
+        the epoch's number, so a resumed run reads what the uninterrupted one would have.
+        During fit, FollowEpochs calls it at the start of every epoch."""
+        self.epoch = epoch
         self.order = self._epoch_order()
 
     def _epoch_order(self) -> np.ndarray:
@@ -107,6 +109,22 @@ class CacheBatches(keras.utils.PyDataset):
         if isinstance(self.augment, ProcessAugmenter):
             self.augment.close()
         self.cache.close()
+
+
+class FollowEpochs(keras.callbacks.Callback):
+    """Give the training batches fit's epoch number at the start of each epoch.
+
+    Counting PyDataset.on_epoch_end calls instead would be wrong: Keras also calls it once
+    when each fit starts, so a resumed fit would read other epochs' data. Callbacks' epoch
+    begin runs before Keras starts the reader threads of the epoch.
+    """
+
+    def __init__(self, batches: CacheBatches):
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches.set_epoch(epoch)
 
 
 def make_augmenter(augmentation: dict | None, seed: int, processes: int) -> FaceAugmenter | ProcessAugmenter | None:

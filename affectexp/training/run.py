@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
-import time
 from pathlib import Path
 
 import keras
@@ -15,15 +13,18 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from affectexp import tracking
+from affectexp import locks, tracking
 from affectexp.errors import ConfigError
 from affectexp.models.layers import with_class_names
 from affectexp.models.schema import check_model_config
+from affectexp.processes import stop_point
+from affectexp.sweeps import current_sweep_job
 from affectexp.training import runtime
 from affectexp.training.augment import FaceAugmenter, augmented_variants, check_transform, default_augment_workers
-from affectexp.training.caches import open_checked_cache, preprocess_command  # noqa: F401  (part of this API)
-from affectexp.training.evaluation import EVALUATION_PREFIX, evaluate_and_log, predict_split  # noqa: F401  (idem)
-from affectexp.training.inputs import CacheBatches, class_weights
+from affectexp.training.caches import open_checked_cache
+from affectexp.training.commit import EpochCommit, TrainingState, restore
+from affectexp.training.evaluation import EVALUATION_PREFIX, evaluate_and_log
+from affectexp.training.inputs import CacheBatches, FollowEpochs, class_weights
 from affectexp.training.losses import classification_loss
 from affectexp.training.optimizers import build_optimizer, check_optimizer_config
 from affectexp.training.plots import plot_augmented_grid, plot_history
@@ -54,14 +55,17 @@ class MlflowEpochMetrics(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         metrics = {k: float(v) for k, v in (logs or {}).items()}
         metrics["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        mlflow.log_metrics(metrics, step=epoch + 1)
+        tracking.log_step_metrics(metrics, epoch + 1)
 
 
 def config_fingerprint(cfg: DictConfig) -> str:
-    """Identity of a run for resuming: everything but where and how it is logged."""
+    """Identity of a run for resuming: everything but where and how it is logged (a run's
+    name, given on the command line, does count: another name is another run)."""
     container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    for volatile in ("logger", "paths"):
-        container.pop(volatile, None)
+    run_name = container.pop("logger", {}).get("run_name")
+    container.pop("paths", None)
+    if run_name is not None:
+        container["run_name"] = run_name
     return hashlib.sha256(json.dumps(container, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -77,10 +81,13 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def train(cfg: DictConfig) -> float:
-    """Train, evaluate on the test split and log everything; returns cfg.trainer.objective's value.
+    """Train, evaluate on the validation and test splits and log everything; returns
+    cfg.trainer.objective's value.
 
-    Rerunning the same config after an interruption resumes from the last finished epoch
-    and continues the same MLflow run.
+    Rerunning the same config after an interruption continues the same MLflow run from its
+    last committed epoch (see commit.py) and ends as if never interrupted; rerunning it after
+    it finished trains nothing and returns the finished run's objective. Only one process at
+    a time trains a config: a second one stops at once (locks.Locked).
     """
     check_config(cfg)
     with open_checked_cache(cfg) as cache:
@@ -88,21 +95,33 @@ def train(cfg: DictConfig) -> float:
         evaluated = [split for split in OBJECTIVE_SPLITS if cache.split_size(split) > 0]
     work_dir = Path(cfg.paths.runs_dir) / config_fingerprint(cfg)
     experiment_id = tracking.configure_logger(cfg.logger)
-    with tracking.tracked_run(experiment_id, cfg.logger.run_name, work_dir) as run:
-        tracking.log_params(tracking.flatten_params(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
-        log_augmentation_samples(cfg)
-        with runtime.reproducible(cfg.trainer.seed, cfg.trainer.deterministic):
-            model, history, seconds = fit(cfg, face_shape, class_names, work_dir)
-        metrics = {split: evaluate_and_log(model, cfg.cache.path, split, class_names, cfg.trainer.batch_size)
-                   for split in evaluated}
-        mlflow.log_metric("train_seconds", seconds)
-        log_run_artifacts(cfg, model, history)
-        test = metrics.get("test", {})
-        log.info("Test accuracy %.4f, balanced accuracy %.4f, macro-F1 %.4f (MLflow run %s)",
-                 test.get("accuracy", float("nan")), test.get("balanced_accuracy", float("nan")),
-                 test.get("macro_f1", float("nan")), run.info.run_id)
+    job = current_sweep_job()
+    parent_run_id = job.parent_run_id if job else None
+    with locks.exclusive(work_dir / "lock", f"run of this config ({work_dir})"):
+        finished = tracking.recorded_run(work_dir, parent_run_id)
+        if finished is not None and finished.info.status == "FINISHED":
+            log.info("This config already trained as MLflow run %s (%s); nothing to do. To train it again, "
+                     "delete %s", finished.info.run_id, finished.info.run_name, work_dir)
+            return finished_objective(cfg.trainer.objective, finished.data.metrics)
+        run_name = cfg.logger.run_name or (job.run_name if job else None)
+        tags = {tracking.SWEEP_TAG: job.sweep_id} if job else {}
+        with tracking.tracked_run(experiment_id, run_name, work_dir, parent_run_id, tags) as run:
+            tracking.log_params(tracking.flatten_params(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
+            log_augmentation_samples(cfg)
+            state = TrainingState.load(work_dir, run.info.run_id)
+            with runtime.reproducible(cfg.trainer.seed, cfg.trainer.deterministic):
+                model = fit(cfg, face_shape, class_names, work_dir, state)
+            metrics = {}
+            for split in evaluated:
+                metrics[split] = evaluate_and_log(model, cfg.cache.path, split, class_names, cfg.trainer.batch_size)
+                stop_point(f"evaluated:{split}")
+            tracking.log_metrics_once({"train_seconds": state.train_seconds})
+            log_run_artifacts(cfg, model, state.history_dict())
+            test = metrics.get("test", {})
+            log.info("Test accuracy %.4f, balanced accuracy %.4f, macro-F1 %.4f (MLflow run %s)",
+                     test.get("accuracy", float("nan")), test.get("balanced_accuracy", float("nan")),
+                     test.get("macro_f1", float("nan")), run.info.run_id)
     log.info("Open the MLflow UI with: %s", tracking.ui_command(mlflow.get_tracking_uri()))
-    shutil.rmtree(work_dir / "backup", ignore_errors=True)
     return objective_value(cfg.trainer.objective, metrics)
 
 
@@ -116,6 +135,15 @@ def check_objective(objective: str) -> None:
     if split not in OBJECTIVE_SPLITS or name not in OBJECTIVE_METRICS:
         choices = [f"{s}_{m}" for s in OBJECTIVE_SPLITS for m in OBJECTIVE_METRICS]
         raise ConfigError(f"trainer.objective: {objective!r} is never reported; choose from {choices}")
+
+
+def finished_objective(objective: str, run_metrics: dict[str, float]) -> float:
+    """The value of `objective` among a finished run's logged metrics (EVALUATION_PREFIX names)."""
+    split, _, name = objective.partition("_")
+    key = f"{EVALUATION_PREFIX[split]}_{name}"
+    if key not in run_metrics:
+        raise ConfigError(f"trainer.objective: {objective!r}: the finished run has no {key} metric")
+    return run_metrics[key]
 
 
 def objective_value(objective: str, metrics_by_split: dict[str, dict]) -> float:
@@ -181,38 +209,36 @@ def loss_class_weights(balance: str, labels: np.ndarray, num_classes: int) -> di
     return class_weights(labels, num_classes) if balance == "class_weight" else None
 
 
-def fit(cfg: DictConfig, face_shape, class_names, work_dir: Path):
-    """Build and fit the model under cfg.trainer.strategy; returns (best model by validation,
-    history dict, seconds)."""
+def fit(cfg: DictConfig, face_shape, class_names, work_dir: Path, state: TrainingState) -> keras.Model:
+    """Build the model under cfg.trainer.strategy and fit it from the committed `state` on
+    (nothing is trained once state.finished); returns the model holding the best epoch's
+    weights by trainer.monitor, also saved as work_dir/best.keras."""
     trainer = cfg.trainer
     train_batches, val_batches = make_batches(cfg)
     with runtime.make_strategy(str(trainer.strategy)).scope():
         model = build_model(cfg, face_shape, len(class_names), len(train_batches))
+        if state.epochs_done:
+            restore(model, work_dir, state)
+            log.info("Resuming after epoch %d of %d (best so far: epoch %d, %s %.4f)", state.epochs_done,
+                     trainer.epochs, state.best_epoch, trainer.monitor, state.best_value)
     mlflow.log_param("model.parameters", model.count_params())
+    tracking.log_missing_steps(state.history)  # committed epochs whose metrics a kill kept from MLflow
     has_val = val_batches.size > 0
     monitor = trainer.monitor if has_val else trainer.monitor.removeprefix("val_")
-    best_path = work_dir / "best.keras"
-    callbacks = [
-        StopOnNaN(),
-        keras.callbacks.BackupAndRestore(str(work_dir / "backup")),
-        keras.callbacks.ModelCheckpoint(str(best_path), monitor=monitor, mode="auto", save_best_only=True),
-        keras.callbacks.ModelCheckpoint(str(work_dir / "last.keras")),
-        MlflowEpochMetrics(),
-    ]
-    if trainer.early_stopping_patience > 0:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=trainer.early_stopping_patience))
+    commit = EpochCommit(state, work_dir, monitor, trainer.early_stopping_patience, trainer.epochs)
     weights = loss_class_weights(str(trainer.balance), train_batches.labels, len(class_names))
-    started = time.perf_counter()
     try:
-        history = model.fit(train_batches, validation_data=val_batches if has_val else None, epochs=trainer.epochs,
-                            class_weight=weights, callbacks=callbacks, verbose=2)
+        if not state.finished:
+            callbacks = [FollowEpochs(train_batches), StopOnNaN(), commit]
+            model.fit(train_batches, validation_data=val_batches if has_val else None, epochs=trainer.epochs,
+                      initial_epoch=state.epochs_done, class_weight=weights, callbacks=callbacks, verbose=2,
+                      shuffle=False)  # CacheBatches orders each epoch itself, by seed and epoch number
     finally:
         train_batches.close()
         val_batches.close()
-    seconds = time.perf_counter() - started
-    if best_path.exists():
-        model = keras.models.load_model(best_path, compile=False)  # evaluation only predicts
-    return model, history.history, seconds
+    restore(model, work_dir, state, which="best")
+    model.save(work_dir / "best.keras")
+    return model
 
 
 def log_augmentation_samples(cfg: DictConfig) -> None:
@@ -235,3 +261,4 @@ def log_run_artifacts(cfg: DictConfig, model: keras.Model, history: dict) -> Non
         (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         model.save(folder / "model.keras")
         plot_history(history, folder / "training_curves.png")
+        stop_point("artifacts")

@@ -1,0 +1,161 @@
+"""A killed run, rerun with the same command, ends as the run that was never killed.
+
+Each test freezes a real train.py subprocess at a named moment (AFFECTEXP_STOP_AT: the
+process stops itself there with SIGSTOP), kills it with SIGKILL and reruns the same config.
+Reaching the moment is a condition, not a sleep, so a loaded machine only makes it slower.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import TINY_MODEL, compose_config, running, wait_until_ended, worker_pids
+
+REPO = Path(__file__).resolve().parents[1]
+# Deterministic on CPU, so the killed-and-resumed run must give the uninterrupted run's weights.
+RESUME_OVERRIDES = ["trainer.epochs=3", "trainer.steps_per_epoch=6", "trainer.deterministic=true",
+                    "augmentation=light", "trainer.augment_workers=1", "trainer.seed=3", "logger.run_name=resumable"]
+
+
+def resume_config(cache_cfg, root: Path):
+    return compose_config("train", root, ["cache.size=48", f"cache.path={cache_cfg.cache.path}", *TINY_MODEL,
+                                          *RESUME_OVERRIDES])
+
+
+def the_run(cfg):
+    client = MlflowClient(cfg.logger.tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.logger.experiment_name)
+    runs = client.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'resumable'")
+    assert len(runs) == 1, f"{len(runs)} runs: a rerun must continue the killed run, not start another"
+    return client, runs[0]
+
+
+def final_weights(cfg):
+    import keras
+
+    from affectexp.training.run import config_fingerprint
+
+    model = keras.models.load_model(Path(cfg.paths.runs_dir) / config_fingerprint(cfg) / "best.keras")
+    return model.get_weights()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(built_cache, tmp_path_factory):
+    """(config, MLflow client, run) of the run that is never killed."""
+    from affectexp.training.run import train
+
+    cfg = resume_config(built_cache[1], tmp_path_factory.mktemp("uninterrupted"))
+    train(cfg)
+    return (cfg, *the_run(cfg))
+
+
+def stopped_state(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+    except FileNotFoundError:
+        return False
+
+
+def start_train(cfg, stop_at: str) -> subprocess.Popen:
+    """train.py with cfg's paths and overrides, frozen when it reaches `stop_at`."""
+    command = [sys.executable, "train.py", f"paths.root={cfg.paths.root}", "cache.size=48",
+               f"cache.path={cfg.cache.path}", *TINY_MODEL, *RESUME_OVERRIDES]
+    env = {**os.environ, "AFFECTEXP_STOP_AT": stop_at}
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_until_stopped(process: subprocess.Popen, stop_at: str) -> None:
+    while not stopped_state(process.pid):
+        if process.poll() is not None:
+            raise AssertionError(f"train.py ended (exit {process.returncode}) before reaching {stop_at}: "
+                                 f"{process.stderr.read().decode()[-2000:]}")
+        time.sleep(0.02)
+
+
+def kill(process: subprocess.Popen) -> None:
+    augmenting = worker_pids(process.pid)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    process.stderr.close()
+    assert not wait_until_ended(augmenting), "augmenting processes outlived the killed training"
+
+
+# mid-epoch; between an epoch's commit and its MLflow metrics; at the last epoch's commit;
+# during evaluation (after val, before test); while logging artifacts.
+MOMENTS = ["batch:2:3", "epoch_committed:1", "epoch_committed:3", "evaluated:val", "artifacts"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop_at", MOMENTS)
+def test_killed_run_resumes_as_if_never_killed(built_cache, uninterrupted, tmp_path, stop_at):
+    from affectexp.training.run import train
+
+    reference_cfg, reference_client, reference = uninterrupted
+    cfg = resume_config(built_cache[1], tmp_path)
+    process = start_train(cfg, stop_at)
+    wait_until_stopped(process, stop_at)
+    kill(process)
+
+    objective = train(cfg)
+    client, run = the_run(cfg)
+    assert run.info.status == "FINISHED"
+    for name in ("loss", "val_accuracy", "learning_rate"):
+        history = client.get_metric_history(run.info.run_id, name)
+        expected = reference_client.get_metric_history(reference.info.run_id, name)
+        assert [m.step for m in history] == [1, 2, 3], f"{name} logged at steps {[m.step for m in history]}"
+        assert [m.value for m in history] == [m.value for m in expected], f"{name} differs from the uninterrupted run"
+    for name in ("test_accuracy", "best_val_accuracy", "train_seconds"):
+        assert len(client.get_metric_history(run.info.run_id, name)) == 1, f"{name} logged more than once"
+    assert objective == reference.data.metrics["test_accuracy"] == run.data.metrics["test_accuracy"]
+    for resumed, never_killed in zip(final_weights(cfg), final_weights(reference_cfg), strict=True):
+        np.testing.assert_array_equal(resumed, never_killed)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"model.keras", "config.yaml", "training_curves.png", "test_metrics.json"} <= artifacts
+
+
+def test_a_finished_run_is_not_trained_again(uninterrupted):
+    from affectexp.training.run import train
+
+    cfg, client, run = uninterrupted
+    assert train(cfg) == run.data.metrics["test_accuracy"]
+    _, again = the_run(cfg)
+    assert again.info.run_id == run.info.run_id and again.info.end_time == run.info.end_time
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_a_second_writer_stops_at_once_naming_the_first(built_cache, tmp_path):
+    from affectexp.locks import Locked
+    from affectexp.training.run import train
+
+    cfg = resume_config(built_cache[1], tmp_path)
+    first = start_train(cfg, "epoch_committed:1")
+    try:
+        wait_until_stopped(first, "epoch_committed:1")
+        with pytest.raises(Locked, match=rf"pid {first.pid}\b.*run of this config"):
+            train(cfg)
+        # Its CLI form: one line, exit status 1, and the first process's run untouched.
+        command = [sys.executable, "train.py", f"paths.root={cfg.paths.root}", "cache.size=48",
+                   f"cache.path={cfg.cache.path}", *TINY_MODEL, *RESUME_OVERRIDES]
+        second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 1
+        output = second.stdout + second.stderr
+        errors = [line for line in output.splitlines() if "ERROR" in line]
+        assert len(errors) == 1 and f"pid {first.pid}" in errors[0] and "Traceback" not in output, output[-3000:]
+    finally:
+        kill(first)
+    client, run = the_run(cfg)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == []  # killed before logging
+    train(cfg)
+    client, run = the_run(cfg)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3]
+    assert not running(first.pid)
