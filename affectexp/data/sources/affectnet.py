@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import itertools
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -69,16 +71,29 @@ class AffectNetSource:
         layouts = [list_layout(csv_path) for csv_path, _, _ in lists]  # every list checked before any is parsed
         tables, skipped = [], []
         for (csv_path, images_dir, split), columns in zip(lists, layouts):
-            for frame, first_line in read_annotation_list(csv_path, columns, landmarks):
-                rows, dropped = annotation_rows(frame, first_line, csv_path.name, images_dir, split)
+            for frame in read_annotation_list(csv_path, columns, landmarks):
+                rows, dropped = annotation_rows(frame, csv_path.name, images_dir, self.root, split)
                 tables.append(rows)
                 skipped.extend(dropped)
         return SourceRows(pd.concat(tables, ignore_index=True), concat_skipped(skipped))
 
 
-# CSV lines parsed at once. pandas' parser needs several times a chunk's text in transient
-# memory, so reading a 500k-line list whole would make peak memory grow with the list.
+# CSV records parsed at once: a chunk's rows are held as Python strings until they become a
+# frame, so reading a 500k-line list whole would make peak memory grow with the list.
 CHUNK_LINES = 5_000
+
+
+def _records(handle) -> Iterator[tuple[int, list[str]]]:
+    """(line number where the record ends, its fields) of every non-blank CSV record.
+
+    The csv module, not a split on commas: quoted fields (a header in quotes included) and
+    CRLF line endings are read as CSV says; the caller opens the file as utf-8-sig, which
+    drops a byte-order mark.
+    """
+    reader = csv.reader(handle, skipinitialspace=True)
+    for fields in reader:
+        if fields:  # csv yields [] for a blank line
+            yield reader.line_num, fields
 
 
 def list_layout(csv_path: Path) -> list[str] | None:
@@ -88,10 +103,10 @@ def list_layout(csv_path: Path) -> list[str] | None:
     if not csv_path.is_file():
         raise SourceError(f"{csv_path}: file not found (expected AffectNet's annotation list here)")
     with open(csv_path, encoding="utf-8-sig", newline="") as handle:
-        first_line = handle.readline().strip()
-    if not first_line:
+        _, found = next(_records(handle), (0, []))
+    found = [field.strip() for field in found]
+    if not found:
         raise SourceError(f"{csv_path}: empty file; expected columns {','.join(layout.CSV_COLUMNS)}")
-    found = [field.strip() for field in first_line.split(",")]
     expected = list(layout.CSV_COLUMNS)
     if set(expected) <= set(found):
         return found
@@ -100,21 +115,29 @@ def list_layout(csv_path: Path) -> list[str] | None:
     raise SourceError(f"{csv_path}: expected columns {','.join(expected)}; found {','.join(found)}")
 
 
-def read_annotation_list(csv_path: Path, header: list[str] | None, landmarks: bool) -> Iterator[tuple[pd.DataFrame, int]]:
-    """(frame of strings named as CSV_COLUMNS, line number of its first row) per chunk of
-    CHUNK_LINES lines; `header` as list_layout() found it. The landmark column is parsed only
-    when asked for."""
-    wanted = [c for c in layout.CSV_COLUMNS if landmarks or c != "facial_landmarks"]
+def read_annotation_list(csv_path: Path, header: list[str] | None, landmarks: bool) -> Iterator[pd.DataFrame]:
+    """One frame of strings per chunk of CHUNK_LINES records, with the columns CSV_COLUMNS
+    (facial_landmarks only when asked for), `line` (the record's line number in the file) and
+    `fields_ok` (False where the record has more or fewer fields than the header: its other
+    columns are then ""); `header` as list_layout() found it."""
     names = header if header is not None else list(layout.CSV_COLUMNS)
-    reader = pd.read_csv(
-        csv_path, dtype=str, keep_default_na=False, encoding="utf-8-sig", skipinitialspace=True,
-        header=0 if header is not None else None, names=names, usecols=wanted, chunksize=CHUNK_LINES,
-    )
-    first_line = 2 if header is not None else 1
-    with reader:
-        for frame in reader:
-            yield frame, first_line
-            first_line += len(frame)
+    wanted = [c for c in layout.CSV_COLUMNS if landmarks or c != "facial_landmarks"]
+    positions = [names.index(c) for c in wanted]
+    with open(csv_path, encoding="utf-8-sig", newline="") as handle:
+        records = _records(handle)
+        if header is not None:
+            next(records)
+        while True:
+            chunk = list(itertools.islice(records, CHUNK_LINES))
+            if not chunk:
+                return
+            fields_ok = [len(fields) == len(names) for _, fields in chunk]
+            frame = pd.DataFrame(
+                [[fields[i] for i in positions] if ok else [""] * len(positions)
+                 for (_, fields), ok in zip(chunk, fields_ok)],
+                columns=wanted, dtype=str,
+            )
+            yield frame.assign(line=[line for line, _ in chunk], fields_ok=fields_ok)
 
 
 def _looks_like_data(fields: list[str]) -> bool:
@@ -130,15 +153,21 @@ def _looks_like_data(fields: list[str]) -> bool:
     return looks_like_path and all(numeric_or_null(f) for f in fields[1:5])
 
 
-def annotation_rows(frame: pd.DataFrame, first_line: int, csv_name: str, images_dir: Path,
+def annotation_rows(frame: pd.DataFrame, csv_name: str, images_dir: Path, boundary: Path,
                     split: str) -> tuple[pd.DataFrame, list]:
-    """Part of an AffectNet list (from line `first_line` on) as a row table (see rows.py), plus
-    the rows it cannot use, with reasons."""
-    relative = frame["subDirectory_filePath"].astype(str).str.strip()
+    """Part of an AffectNet list (a frame of read_annotation_list) as a row table (see rows.py),
+    plus the rows it cannot use, with reasons.
+
+    A `subDirectory_filePath` is relative to `images_dir`, or absolute; either way the file
+    must lie inside `boundary` (the data set's folder), else the row is `outside_root`.
+    """
+    named = frame["subDirectory_filePath"].astype(str).str.strip()
+    absolute = named.str.startswith(os.sep)
+    paths = named.where(absolute, (str(images_dir) + os.sep) + named)
     rows = pd.DataFrame(
         {
-            "row_id": [f"{csv_name}:{first_line + i}" for i in range(len(frame))],
-            "path": (str(images_dir) + os.sep) + relative,
+            "row_id": csv_name + ":" + frame["line"].astype(str),
+            "path": paths,
             "x": _numbers(frame["face_x"]),
             "y": _numbers(frame["face_y"]),
             "w": _numbers(frame["face_width"]),
@@ -151,7 +180,9 @@ def annotation_rows(frame: pd.DataFrame, first_line: int, csv_name: str, images_
         }
     )
     skipped: list[pd.DataFrame] = []
-    rows = split_off(rows, ~inside_root(str(images_dir), relative).values, "outside_root", skipped)
+    # First, so that a short row is reported as what it is, not as its first empty field.
+    rows = split_off(rows, ~frame["fields_ok"].to_numpy(), "malformed_row", skipped)
+    rows = split_off(rows, ~inside_root(str(boundary), rows["path"]).to_numpy(), "outside_root", skipped)
     code = rows["expression"]
     valid_code = code.notna() & (code == code.round()) & code.between(0, len(AFFECTNET_EXPRESSIONS) - 1)
     rows = split_off(rows, ~valid_code.values, "bad_expression", skipped)
