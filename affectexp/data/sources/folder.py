@@ -40,6 +40,7 @@ class FolderSource:
     def __init__(self, name: str, root: str):
         self.name = name
         self.root = Path(root)
+        self.resolved: dict = {}
 
     def prepare(self) -> None:
         """Nothing to do: the tree is read where it lies."""
