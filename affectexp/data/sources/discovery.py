@@ -57,7 +57,8 @@ def walk(root: Path, max_depth: int = MAX_DEPTH) -> Tree:
     while pending:
         folder, depth = pending.pop()
         try:
-            entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+            with os.scandir(folder) as listed:
+                entries = sorted(listed, key=lambda entry: entry.name)
         except OSError:  # unreadable or vanished: nothing of the data set can be there
             continue
         tree.folders.append(folder)

@@ -87,8 +87,8 @@ def _subfolders(folder: Path) -> list[str]:
 
 
 def _holds_images(folder: Path) -> bool:
-    return any(entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES
-               for entry in os.scandir(folder))
+    with os.scandir(folder) as entries:  # closed even when the first image ends the scan
+        return any(entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES for entry in entries)
 
 
 def archive_folder(root: Path) -> Path:
