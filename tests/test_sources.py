@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import cv2
@@ -181,3 +182,42 @@ def test_user_defined_class_set_accepts_aliases_and_refuses_unknown_names(tmp_pa
         "dataset=folder", f"dataset.root={root}", "classes.name=mine", "classes.names=[happy,bored]"])
     with pytest.raises(ClassSetError, match=r"classes.names: unknown expression name\(s\) \['bored'\]"):
         run_preprocess(wrong)
+
+
+def test_folder_tree_wrapped_by_an_archive_and_nested_splits_read_as_the_plain_tree(tmp_path):
+    plain = make_tree(tmp_path / "plain", ["train", "test"])
+    wrapped = tmp_path / "wrapped"
+    inner = wrapped / "archive" / "AffectNet"  # an archive's folder, then the data set's
+    shutil.copytree(plain / "train", inner / "Train" / "train")  # a split folder nested in itself
+    shutil.copytree(plain / "test", inner / "TEST")
+    (wrapped / "archive" / "README.txt").write_text("not part of the tree")
+    caches = {}
+    for name, root in (("plain", plain), ("wrapped", wrapped)):
+        cfg = compose_config("preprocess", tmp_path / f"work-{name}", [
+            "dataset=folder", f"dataset.root={root}", "classes=basic5", "cache.size=16", "num_workers=0"])
+        run_preprocess(cfg)
+        with FaceCache(cfg.cache.path) as cache:
+            caches[name] = {key: cache.file[key][:] for key in ("faces", "labels", "split")}
+            recorded = cache.attr("config")["dataset"]["tree"]
+            rows = cache.file["source_row"].asstr()[:].tolist()
+    for key, values in caches["plain"].items():
+        assert np.array_equal(caches["wrapped"][key], values), key
+    assert recorded == "archive/AffectNet"
+    assert all(row.startswith(("archive/AffectNet/Train/train/", "archive/AffectNet/TEST/")) for row in rows)
+
+
+def test_folder_without_class_folders_names_what_it_found_in_one_line(tmp_path):
+    root = tmp_path / "tree"
+    for copy in ("copy1", "copy2"):  # two unpacked copies: which one is meant is the user's choice
+        write_image(root / copy / "train" / "happy" / "a", 100, ".jpg")
+    cfg = compose_config("preprocess", tmp_path / "work", [
+        "dataset=folder", f"dataset.root={root}", "cache.size=16", "num_workers=0", "split.val_fraction=0"])
+    with pytest.raises(SourceError) as raised:
+        run_preprocess(cfg)
+    message = str(raised.value)
+    assert "\n" not in message and "no class folder found" in message
+    assert "folders with files: copy1/train/happy, copy2/train/happy" in message and "dataset.tree=" in message
+    chosen = compose_config("preprocess", tmp_path / "work", [
+        "dataset=folder", f"dataset.root={root}", "dataset.tree=copy1", "cache.size=16", "num_workers=0",
+        "split.val_fraction=0"])
+    assert run_preprocess(chosen).faces_written == 1

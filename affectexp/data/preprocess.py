@@ -24,7 +24,7 @@ from affectexp.data.cache_writer import CacheWriter
 from affectexp.data.faces import FaceSpec
 from affectexp.data.labels import ClassSet
 from affectexp.data.shards import check_shard, merge_shards, shard_bounds, shard_fingerprint, shard_path
-from affectexp.data.sources.rows import PIXEL_SPAN_COLUMNS, SourceError, concat_skipped, split_off
+from affectexp.data.sources.rows import PIXEL_SPAN_COLUMNS, SourceError, concat_skipped, recorded_config, split_off
 from affectexp.data.splits import assign_validation
 from affectexp.data.summary import (
     PreprocessSummary,
@@ -72,6 +72,7 @@ def run_preprocess(cfg: DictConfig) -> PreprocessSummary:
     source.prepare()
     started = time.perf_counter()
     rows, skipped, rows_read = labelled_rows(cfg, source, class_set)
+    cfg = recorded_config(cfg, source)
     fingerprint = content_fingerprint(cfg, rows)
     if cfg.merge:
         return merge_shards(cfg, class_set, fingerprint, rows_read, started)

@@ -35,6 +35,7 @@ class Fer2013Source:
         self.name = name
         self.root = Path(root)
         self.file = file
+        self.resolved: dict = {}  # the file is named by the config: nothing to decide
 
     def prepare(self) -> None:
         """Nothing to do: the CSV is read where it lies."""

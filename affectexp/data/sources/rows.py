@@ -24,6 +24,7 @@ Rows a source refuses are returned beside the table as a skipped table (row_id, 
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
+from omegaconf import DictConfig, open_dict
 
 from affectexp.data.cache import SPLITS
 from affectexp.errors import UserInputError
@@ -57,6 +59,10 @@ class Source(Protocol):
     """What conf/dataset/<name>.yaml's `_target_` builds."""
 
     name: str
+    # The dataset config values the source decided itself while reading (AffectNet: the lists
+    # and images folders it found), spelt as the config would set them; {} when it decided
+    # nothing. Recorded with the cache by recorded_config().
+    resolved: dict
 
     def prepare(self) -> None:
         """Make the data available (e.g. generate it); not timed as preprocessing."""
@@ -67,6 +73,18 @@ class Source(Protocol):
         landmarks: fill the landmarks column where the source has them (faces.align needs
         them; they are about 1 KB of text per row, so they are not read otherwise).
         """
+
+
+def recorded_config(cfg: DictConfig, source: Source) -> DictConfig:
+    """`cfg` with what the source decided while reading (`source.resolved`) in its dataset
+    section: the config that the cache's attributes and fingerprint record, so they name the
+    files that were read, and passing it back reproduces the cache. `cfg` is not changed."""
+    if not source.resolved:
+        return cfg
+    recorded = copy.deepcopy(cfg)
+    with open_dict(recorded.dataset):
+        recorded.dataset.merge_with(source.resolved)
+    return recorded
 
 
 def check_root(root: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from affectexp.data.affectnet_layout import MANUAL_IMAGES_DIR, MANUAL_LISTS_DIR
 from affectexp.data.sources.affectnet import AffectNetSource
 from affectexp.data.sources.rows import SourceRows
 
@@ -31,6 +32,7 @@ class SyntheticSource:
         self.test_per_class = test_per_class
         self.seed = seed
         self.num_workers = num_workers
+        self.resolved: dict = {}  # generated in the canonical layout: nothing to find
 
     def prepare(self) -> None:
         """Generate the set unless `root` already holds it with these parameters."""
@@ -40,4 +42,6 @@ class SyntheticSource:
         log.info("%s synthetic data set at %s", "Generated" if generated else "Reusing", self.root)
 
     def read(self, landmarks: bool = False) -> SourceRows:
-        return AffectNetSource(self.name, str(self.root)).read(landmarks)
+        # The generator wrote these folders: named, not searched for.
+        where = {"lists": {"manual": MANUAL_LISTS_DIR}, "images": {"manual": MANUAL_IMAGES_DIR}}
+        return AffectNetSource(self.name, str(self.root), **where).read(landmarks)
