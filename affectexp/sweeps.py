@@ -8,6 +8,7 @@ current_sweep_job(). Each job's run is then started as a child (tracking.tracked
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 from dataclasses import dataclass
@@ -71,11 +72,17 @@ def current_sweep_job() -> SweepJob | None:
     return SweepJob(parent["run_id"], parent["sweep_id"], name)
 
 
+FAILURE_TAG = "affectexp.failure"
+
+
 class MlflowSweepCallback(Callback):
     """Opens the sweep's parent run, marks it FAILED when a job fails, FINISHED at the end.
 
     When a job fails the sweeper re-raises and on_multirun_end is never called, so the
-    parent's status is settled in on_job_end as well.
+    parent's status is settled in on_job_end as well. A job that cannot even start (an
+    override Hydra refuses while composing its config, a launcher error) reaches no job
+    hook at all: a handler run at the sweep process's exit fails a parent still RUNNING.
+    The reason is the parent's FAILURE_TAG.
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -96,16 +103,27 @@ class MlflowSweepCallback(Callback):
         (sweep_dir / PARENT_FILE).write_text(json.dumps(
             {"run_id": parent.info.run_id, "sweep_id": sweep_id, "swept_keys": swept_keys(config)}))
         log.info("Sweep %s: MLflow parent run %s", sweep_id, parent.info.run_id)
+        self._ended = False
+        atexit.register(self._fail_if_unfinished, config)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if job_return.status == JobStatus.FAILED:
-            self._terminate_parent(config, "FAILED")
+            error = job_return._return_value  # return_value would re-raise it
+            overrides = " ".join(job_return.overrides or [])
+            self._terminate_parent(config, "FAILED", f"job {overrides!r} failed: {type(error).__name__}: {error}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._ended = True
         self._terminate_parent(config, "FINISHED")
 
+    def _fail_if_unfinished(self, config: DictConfig) -> None:
+        if not self._ended:
+            self._terminate_parent(config, "FAILED", "the sweep stopped before every job had run: a job's config "
+                                   "could not be composed or launched (Hydra's message is on the console)")
+
     @staticmethod
-    def _terminate_parent(config: DictConfig, status: str) -> None:
+    def _terminate_parent(config: DictConfig, status: str, reason: str | None = None) -> None:
+        """End the parent run with `status` unless it has ended already (the first end is final)."""
         from mlflow.tracking import MlflowClient
 
         from affectexp import tracking
@@ -118,5 +136,8 @@ class MlflowSweepCallback(Callback):
         tracking.configure_logger(config.logger)
         client = MlflowClient()
         run_id = json.loads(parent_file.read_text())["run_id"]
-        if client.get_run(run_id).info.status != "FAILED":  # a failure is final
-            client.set_terminated(run_id, status)
+        if client.get_run(run_id).info.status != "RUNNING":
+            return
+        if reason:
+            client.set_tag(run_id, FAILURE_TAG, reason[:5000])
+        client.set_terminated(run_id, status)

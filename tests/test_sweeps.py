@@ -75,8 +75,24 @@ def test_multirun_is_one_parent_with_comparable_children(built_cache):
     _, failed_runs = runs_of(local_store(built_cache), "sweep_fails")
     [failed_parent] = [r for r in failed_runs if "mlflow.parentRunId" not in r.data.tags]
     assert failed_parent.info.status == "FAILED"
+    assert "TrainingDiverged" in failed_parent.data.tags["affectexp.failure"]
     sweep_dirs = {r.data.tags["affectexp.sweep_dir"] for r in (parent, failed_parent)}
     assert len(sweep_dirs) == 2, "two sweeps shared an output directory"
+
+
+@pytest.mark.parametrize("sweep", ["model.dropout=0.2,high,0.3", "model=simple_cnn,no_such_model"])
+def test_a_sweep_whose_job_cannot_start_ends_its_parent_failed(built_cache, sweep):
+    root = Path(built_cache[1].paths.root)
+    name = "refused_" + sweep.split("=")[0].replace(".", "_")
+    process = cli(root, sweep, f"logger.experiment_name={name}", multirun=True)
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode != 0
+    client, runs = runs_of(local_store(built_cache), name)
+    [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "FAILED", output[-2000:]
+    assert "could not be composed" in parent.data.tags["affectexp.failure"]
+    # Hydra checks group choices before the first job, other values as each job starts.
+    assert all(r.info.status == "FINISHED" for r in children_of(runs, parent))
 
 
 def tuner_config(built_cache, tmp_path, *overrides):

@@ -172,3 +172,13 @@ def test_mirrored_strategy_trains_on_two_replicas(built_cache):
     assert "MirroredStrategy over 2 replicas" in result.stderr
     [run] = runs_named(cfg, "mirrored")
     assert run.info.status == "FINISHED" and run.data.params["trainer.strategy"] == "mirrored"
+
+
+def test_cache_size_must_match_the_cache(built_cache):
+    from affectexp.training.run import train
+
+    cfg = train_config(built_cache[1], ["cache.size=96", f"cache.path={built_cache[1].cache.path}",
+                                        "logger.run_name=wrong_size"])
+    with pytest.raises(CacheError, match=r"holds 48x48 gray faces but cache.size=96 .*pass cache.size=48"):
+        train(cfg)
+    assert runs_named(cfg, "wrong_size") == []
