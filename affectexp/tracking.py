@@ -80,6 +80,22 @@ def configure_logger(logger_cfg) -> str:
     return configure(tracking_uri, logger_cfg.experiment_name, logger_cfg.artifact_location)
 
 
+class StoreUnwritable(UserInputError):
+    """The MLflow store cannot be written (a read-only file, folder or file system)."""
+
+
+def check_writable(tracking_uri: str) -> None:
+    """OSError when a local SQLite store's file exists but cannot be opened for writing.
+
+    Reading works on a read-only store, so without this check a run would fail only at
+    its first write, with a traceback from deep inside SQLAlchemy.
+    """
+    prefix = "sqlite:///"
+    if tracking_uri.startswith(prefix) and Path(tracking_uri[len(prefix):]).is_file():
+        with open(tracking_uri[len(prefix):], "r+b"):
+            pass
+
+
 @contextmanager
 def _store_lock(tracking_uri: str) -> Iterator[None]:
     """Serialise first contact with a local SQLite store across processes.
@@ -111,15 +127,21 @@ def configure(tracking_uri: str, experiment_name: str, artifact_location: str) -
     check_reachable(tracking_uri)
     tracking_uri = absolute_tracking_uri(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
-    with _store_lock(tracking_uri):
-        experiment = mlflow.get_experiment_by_name(experiment_name)
-        if experiment is None:
-            location = artifact_location
-            if "://" not in location:
-                location = Path(location).resolve().as_uri()
-            experiment_id = mlflow.create_experiment(experiment_name, artifact_location=location)
-        else:
-            experiment_id = experiment.experiment_id
+    try:
+        check_writable(tracking_uri)
+        with _store_lock(tracking_uri):
+            experiment = mlflow.get_experiment_by_name(experiment_name)
+            if experiment is None:
+                location = artifact_location
+                if "://" not in location:
+                    location = Path(location).resolve().as_uri()
+                experiment_id = mlflow.create_experiment(experiment_name, artifact_location=location)
+            else:
+                experiment_id = experiment.experiment_id
+    except (OSError, mlflow.exceptions.MlflowException) as error:
+        reason = getattr(error, "message", None) or str(error)
+        raise StoreUnwritable(f"logger.tracking_uri: cannot use the MLflow store {tracking_uri} "
+                              f"({reason.splitlines()[0]}); make it writable, or choose another store") from None
     # Nested runs (tuner trials) are created in the active experiment, not their parent's.
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id

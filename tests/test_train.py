@@ -182,3 +182,35 @@ def test_cache_size_must_match_the_cache(built_cache):
     with pytest.raises(CacheError, match=r"holds 48x48 gray faces but cache.size=96 .*pass cache.size=48"):
         train(cfg)
     assert runs_named(cfg, "wrong_size") == []
+
+
+@pytest.fixture
+def read_only_store(tmp_path):
+    """A real MLflow SQLite store on a file system remounted read-only (root may write any
+    read-only file, but not on a read-only mount)."""
+    mount_point = tmp_path / "store"
+    mount_point.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount_point)]).returncode != 0:
+        pytest.skip("mounting a tmpfs is not permitted here")
+    try:
+        uri = f"sqlite:///{mount_point}/mlflow.db"
+        # In another process: a store this process had opened would keep the mount busy.
+        create = f"from affectexp import tracking; tracking.configure({uri!r}, 'affectexp', {str(mount_point)!r})"
+        subprocess.run([sys.executable, "-c", create], check=True, capture_output=True)
+        subprocess.run(["mount", "-o", "remount,ro", str(mount_point)], check=True)
+        yield uri
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)])
+
+
+def test_read_only_store_is_one_line_before_training(built_cache, read_only_store):
+    root = Path(built_cache[1].paths.root)
+    command = [sys.executable, "train.py", f"paths.root={root}", "cache.size=48", *TINY_MODEL,
+               f"logger.tracking_uri={read_only_store}"]
+    result = subprocess.run(command, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                            timeout=300)
+    output = result.stdout + result.stderr
+    errors = [line for line in output.splitlines() if "ERROR" in line]
+    assert result.returncode == 1 and "Traceback" not in output, output[-3000:]
+    assert len(errors) == 1 and "logger.tracking_uri: cannot use the MLflow store" in errors[0]
+    assert "Read-only file system" in errors[0]
