@@ -8,12 +8,17 @@ import affectexp.config  # noqa: F401  (registers the config schemas)
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
+    from hydra.core.hydra_config import HydraConfig
+
     from affectexp.errors import exit_on_user_error
+    from affectexp.sweeps import current_sweep_job
     from affectexp.training.run import train
     from affectexp.tuning import search
 
     with exit_on_user_error():
-        return search(cfg) if cfg.tuner else train(cfg)
+        if cfg.tuner:
+            return search(cfg, list(HydraConfig.get().overrides.task))
+        return train(cfg, current_sweep_job())
 
 
 if __name__ == "__main__":

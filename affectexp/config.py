@@ -139,7 +139,7 @@ class TrainerConfig:
     ram_budget_mb: int = 2048
     steps_per_epoch: Optional[int] = None  # None: the whole train split each epoch
     augment_workers: Optional[int] = None  # augmenting processes; None: one per core (at most 8); 0: reader threads
-    objective: str = "test_accuracy"
+    objective: str = "val_accuracy"
 
 
 @dataclass
@@ -163,11 +163,11 @@ class TunerConfig:
     type: str = "random"  # random | bayesian | hyperband
     max_trials: int = 4  # random and bayesian; hyperband's budget is trainer.epochs
     hyperband_factor: int = 3
-    objective: str = "val_accuracy"
+    objective: str = "${trainer.objective}"
     seed: int = 0
     space: Any = None  # {config key or group: {type: float|int|choice|boolean, ...}}
     export_name: str = "tuned"
-    export_config_dir: Optional[str] = None  # None: the project's conf/
+    export_config_dir: Optional[str] = None  # None: the search's folder
     worker_wait_s: float = 600.0  # distributed mode: how long a worker waits for the chief
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +21,13 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from affectexp import tracking
+
 log = logging.getLogger(__name__)
 
 PARENT_FILE = "mlflow_parent_run.json"
 # Overrides that say where a job logs, not what it is: left out of run names.
 _NOT_IN_NAME = ("paths.", "logger.", "hydra.")
-
-
-@dataclass(frozen=True)
-class SweepJob:
-    parent_run_id: str
-    sweep_id: str
-    run_name: str
 
 
 def swept_keys(config: DictConfig) -> list[str]:
@@ -57,8 +51,8 @@ def job_run_name(overrides: list[str], swept: list[str] = ()) -> str:
     return " ".join(parts) or "defaults"
 
 
-def current_sweep_job() -> SweepJob | None:
-    """The sweep this process runs a job of, or None outside a Hydra multirun."""
+def current_sweep_job() -> tracking.Parent | None:
+    """The sweep parent of the job this process runs, or None outside a Hydra multirun."""
     if not HydraConfig.initialized():
         return None
     hydra_cfg = HydraConfig.get()
@@ -69,7 +63,7 @@ def current_sweep_job() -> SweepJob | None:
         return None
     parent = json.loads(parent_file.read_text())
     name = job_run_name(list(hydra_cfg.overrides.task), parent.get("swept_keys", []))
-    return SweepJob(parent["run_id"], parent["sweep_id"], name)
+    return tracking.Parent(parent["run_id"], name, {tracking.SWEEP_TAG: parent["sweep_id"]})
 
 
 FAILURE_TAG = "affectexp.failure"
@@ -88,7 +82,6 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from mlflow.tracking import MlflowClient
 
-        from affectexp import tracking
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -113,7 +106,14 @@ class MlflowSweepCallback(Callback):
             self._terminate_parent(config, "FAILED", f"job {overrides!r} failed: {type(error).__name__}: {error}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from affectexp.training.run import objective_metric
+
         self._ended = True
+        parent_file = Path(str(config.hydra.sweep.dir)) / PARENT_FILE
+        if parent_file.exists():
+            tracking.configure_logger(config.logger)
+            tracking.summarise_children(json.loads(parent_file.read_text())["run_id"],
+                                        objective_metric(config.trainer.objective))
         self._terminate_parent(config, "FINISHED")
 
     def _fail_if_unfinished(self, config: DictConfig) -> None:
@@ -126,7 +126,6 @@ class MlflowSweepCallback(Callback):
         """End the parent run with `status` unless it has ended already (the first end is final)."""
         from mlflow.tracking import MlflowClient
 
-        from affectexp import tracking
 
         parent_file = Path(str(config.hydra.sweep.dir)) / PARENT_FILE
         if HydraConfig.initialized() and HydraConfig.get().runtime.output_dir:

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import csv
 import fcntl
+import io
 import json
 import logging
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
@@ -47,6 +52,16 @@ def absolute_tracking_uri(tracking_uri: str) -> str:
     if tracking_uri.startswith(prefix) and not tracking_uri[len(prefix):].startswith("/"):
         return prefix + str(Path(tracking_uri[len(prefix):]).resolve())
     return tracking_uri
+
+
+@dataclass(frozen=True)
+class Parent:
+    """What a child run belongs to, passed down by whoever started it (a sweep, a search):
+    the parent run's id, the child's run name and the tags the child carries."""
+
+    run_id: str
+    child_name: str
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 class TrackingUnreachable(UserInputError):
@@ -166,22 +181,24 @@ def recorded_run(work_dir: Path, parent_run_id: str | None = None):
 
 
 @contextmanager
-def tracked_run(experiment_id: str, run_name: str | None, work_dir: Path, parent_run_id: str | None = None,
-                tags: Mapping[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
+def tracked_run(experiment_id: str, run_name: str | None, work_dir: Path,
+                parent: Parent | None = None) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run that continues work_dir's recorded run (recorded_run), else a new one,
-    named `run_name`, a child of `parent_run_id` when given, with `tags`.
+    named `run_name` (or the parent's name for it), a child of `parent` when given.
 
     The run ends FINISHED on success and FAILED on any exception; its id stays recorded in
     work_dir, so rerunning the same command continues (or, once finished, finds) this run.
     """
+    parent_run_id = parent.run_id if parent else None
     previous = recorded_run(work_dir, parent_run_id)
     if previous is not None:
         log.info("Continuing MLflow run %s (%s)", previous.info.run_id, previous.info.run_name)
         arguments = {"run_id": previous.info.run_id}
     else:
-        arguments = {"experiment_id": experiment_id, "run_name": run_name, "parent_run_id": parent_run_id,
-                     "tags": dict(tags or {})}
-    with mlflow.start_run(**arguments) as run:
+        arguments = {"experiment_id": experiment_id, "run_name": run_name or (parent.child_name if parent else None),
+                     "parent_run_id": parent_run_id, "tags": dict(parent.tags) if parent else {}}
+    # A search's trials start while the search's own run is active.
+    with mlflow.start_run(**arguments, nested=mlflow.active_run() is not None) as run:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
         (Path(work_dir) / RUN_ID_FILE).write_text(run.info.run_id)
         yield run
@@ -244,3 +261,53 @@ def ui_command(tracking_uri: str) -> str:
     if tracking_uri.startswith(("http://", "https://")):
         return f"open {tracking_uri}"
     return f"mlflow ui --backend-store-uri {absolute_tracking_uri(tracking_uri)}"
+
+
+BEST_RUN_TAG = "affectexp.best_run_id"
+
+
+def summarise_children(parent_run_id: str, objective_metric: str):
+    """Make a sweep's or search's parent run show its best child (the highest `objective_metric`
+    among the FINISHED children); returns that child (mlflow.entities.Run), or None.
+
+    The parent gets the best child's run id and name (tags), its evaluation metrics under the
+    children's own names (so the runs table compares the parent with the runs beside it), its
+    values of the params that differ between the children (`best.<key>`, never the base
+    config), and leaderboard.csv: every child, best first, with run ids, status, objective,
+    test metrics and the differing params.
+    """
+    client = MlflowClient()
+    parent = client.get_run(parent_run_id)
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=50000)
+    scored = [c for c in children if c.info.status == "FINISHED" and objective_metric in c.data.metrics]
+    if not scored:
+        return None
+    best = max(scored, key=lambda c: c.data.metrics[objective_metric])
+    keys = sorted({key for c in children for key in c.data.params})
+    differing = [key for key in keys if len({c.data.params.get(key) for c in children}) > 1]
+    evaluation = sorted(k for k in best.data.metrics if k == objective_metric or k.startswith("test_"))
+    rows = sorted(children, key=lambda c: -c.data.metrics.get(objective_metric, float("-inf")))
+    board = [{"run_id": c.info.run_id, "run_name": c.info.run_name, "status": c.info.status,
+              **{k: c.data.metrics.get(k) for k in evaluation}, **{k: c.data.params.get(k) for k in differing}}
+             for c in rows]
+    client.set_tag(parent_run_id, BEST_RUN_TAG, best.info.run_id)
+    client.set_tag(parent_run_id, "affectexp.best_run_name", best.info.run_name)
+    client.set_tag(parent_run_id, "affectexp.objective", objective_metric)
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, best.data.metrics[k], now, 0) for k in evaluation]
+    params = [Param(f"best.{k}", best.data.params[k]) for k in differing
+              if k in best.data.params and f"best.{k}" not in parent.data.params]  # a param once logged is final
+    for start in range(0, max(len(params), 1), PARAMS_PER_BATCH):
+        client.log_batch(parent_run_id, metrics=metrics if start == 0 else [],
+                         params=params[start:start + PARAMS_PER_BATCH])
+    client.log_text(parent_run_id, _csv(board), "leaderboard.csv")
+    return best
+
+
+def _csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(dict.fromkeys(name for row in rows for name in row)))
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()

@@ -2,17 +2,15 @@
 
 The search space is declared in config (conf/tuner/*.yaml) over the same keys the command line
 uses (`optimizer.lr`, `model.widths`) and over whole config groups (`augmentation: [light,
-strong]`); every trial builds its model and input pipeline with the same functions as plain
-training, from the config with the trial's values applied.
+strong]`). A trial is a training run like any other (training.run.train_and_evaluate): its
+config is composed by Hydra from the search's command-line overrides plus the trial's values,
+and its MLflow run is a child of the search's run. KerasTuner's oracle only chooses values.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -21,30 +19,21 @@ from typing import Any
 
 import keras_tuner as kt
 import mlflow
-import pandas as pd
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf
 
 from affectexp import tracking
 from affectexp.errors import UserInputError
-from affectexp.training.inputs import FollowEpochs
-from affectexp.training.run import (
-    MlflowEpochMetrics,
-    StopOnNaN,
-    build_model,
-    check_objective,
-    config_fingerprint,
-    evaluate_and_log,
-    loss_class_weights,
-    make_batches,
-    objective_value,
-    open_checked_cache,
-)
+from affectexp.sweeps import job_run_name
+from affectexp.training.caches import open_checked_cache
+from affectexp.training.run import (check_objective, config_fingerprint, objective_metric, objective_value,
+                                    train_and_evaluate)
 
 log = logging.getLogger(__name__)
 
 TUNERS = {"random": kt.RandomSearch, "bayesian": kt.BayesianOptimization, "hyperband": kt.Hyperband}
-# What a trial's fit reports per epoch, and so what a search can optimise.
-REPORTED_METRICS = {"val_accuracy": "max", "val_loss": "min", "accuracy": "max", "loss": "min"}
+TRIAL_TAG = "affectexp.trial_id"
 DIMENSION_TYPES = ("float", "int", "choice", "boolean")
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -120,83 +109,64 @@ def _is_group(key: str, conf_dir: Path) -> bool:
     return "." not in key and (conf_dir / key).is_dir()
 
 
-def apply_values(cfg: DictConfig, values: dict[str, Any], conf_dir: Path = CONF_DIR) -> DictConfig:
-    """A copy of cfg with a trial's values: config keys set, config groups replaced by an option."""
-    trial = copy.deepcopy(cfg)
-    with open_dict(trial):
-        for key, value in values.items():
-            if _is_group(key, conf_dir):
-                trial[key] = _group_option(trial, key, conf_dir / key / f"{value}.yaml")
-            else:
-                OmegaConf.update(trial, key, value, merge=False)
-    return trial
+def override_value(value: Any) -> str:
+    """A trial's value in Hydra's override grammar: 0.0032, true, [16,32,64], light."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(override_value(v) for v in value) + "]"
+    return str(value)
 
 
-def _group_option(cfg: DictConfig, group: str, path: Path) -> DictConfig:
-    """A group option's file as a node that fits the group's typed schema, if it has one."""
-    option = OmegaConf.load(path)
-    schema = OmegaConf.get_type(cfg, group)
-    return OmegaConf.merge(OmegaConf.structured(schema), option) if dataclasses.is_dataclass(schema) else option
+def trial_overrides(values: dict[str, Any]) -> list[str]:
+    """The command-line overrides that give a trial's values: ["optimizer.lr=0.0032", "augmentation=strong"]."""
+    return [f"{key}={override_value(value)}" for key, value in values.items()]
 
 
-class ConfigHyperModel(kt.HyperModel):
-    """Builds and fits each trial's model with plain training's functions."""
+def training_overrides(search_overrides: list[str]) -> list[str]:
+    """The search's overrides less its tuner choice: what every trial trains with."""
+    return [o for o in search_overrides if not o.lstrip("+~").startswith("tuner")]
 
-    def __init__(self, cfg: DictConfig, dimensions: list[Dimension], face_shape, num_classes: int,
-                 train_size: int, conf_dir: Path = CONF_DIR):
-        super().__init__()
-        self.cfg, self.dimensions, self.conf_dir = cfg, dimensions, conf_dir
-        self.face_shape, self.num_classes, self.train_size = face_shape, num_classes, train_size
 
-    def trial_config(self, hp: kt.HyperParameters) -> DictConfig:
-        values = {d.key: d.declare(hp) for d in self.dimensions}
-        return apply_values(self.cfg, values, self.conf_dir)
+def compose_train_config(overrides: list[str]) -> DictConfig:
+    """train.py's config for these overrides, composed by Hydra as the command line would be
+    (defaults lists and packages apply), inside train.py's Hydra app or outside it."""
+    if GlobalHydra.instance().is_initialized():
+        return compose("train", overrides=overrides)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=overrides)
 
-    def build(self, hp: kt.HyperParameters):
-        cfg = self.trial_config(hp)
-        steps = cfg.trainer.steps_per_epoch or math.ceil(self.train_size / cfg.trainer.batch_size)
-        return build_model(cfg, self.face_shape, self.num_classes, steps)
 
-    def fit(self, hp: kt.HyperParameters, model, *args, **kwargs):
-        cfg = self.trial_config(hp)
-        train_batches, val_batches = make_batches(cfg)
-        callbacks = [*kwargs.pop("callbacks", []), FollowEpochs(train_batches), StopOnNaN(), MlflowEpochMetrics()]
-        weights = loss_class_weights(str(cfg.trainer.balance), train_batches.labels, self.num_classes)
-        kwargs.setdefault("epochs", cfg.trainer.epochs)
-        try:
-            return model.fit(train_batches, validation_data=val_batches, callbacks=callbacks, class_weight=weights,
-                             verbose=0, shuffle=False, **kwargs)
-        finally:
-            train_batches.close()
-            val_batches.close()
+def trial_name(number: int, values: dict[str, Any]) -> str:
+    """"trial 3 lr=0.0032 dropout=0.2 augmentation=strong": the same number on the console and in MLflow."""
+    return f"trial {number} " + job_run_name(trial_overrides(values))
 
 
 def tracked_tuner(base: type) -> type:
-    """`base` (a KerasTuner tuner class) with each trial logged as a nested MLflow run.
+    """`base` (a KerasTuner tuner class) whose trials are tracked training runs.
 
-    keras-tuner 1.3 removed its Logger hook; the trial hooks are the supported place.
+    run_trial trains the trial's config with train_and_evaluate, as a child of the search's
+    run, and reports its objective to the oracle; KerasTuner builds and fits no model itself.
+    Hyperband's trials train `tuner/epochs` epochs, each from scratch.
     """
 
     class TrackedTuner(base):
         parent_run_id: str | None = None  # the search's run; set before search()
+        dimensions: list[Dimension] = []
+        base_overrides: list[str] = []
+        objective_name: str = ""
 
-        def on_trial_begin(self, trial):
-            super().on_trial_begin(trial)
-            # An explicit parent: a distributed worker has no active parent run of its own.
-            mlflow.start_run(run_name=f"trial {trial.trial_id}", nested=True, parent_run_id=self.parent_run_id,
-                             tags={"affectexp.trial_id": trial.trial_id})
-            mlflow.log_params({k: str(v) for k, v in trial.hyperparameters.values.items()})
-
-        def on_trial_end(self, trial):
-            super().on_trial_end(trial)  # sets trial.score and best_step
-            trial = self.oracle.get_trial(trial.trial_id)
-            if trial.score is not None:
-                mlflow.log_metric("score", float(trial.score))
-            for name in trial.metrics.metrics:
-                best = trial.metrics.get_best_value(name)
-                if best is not None:
-                    mlflow.log_metric(f"best_{name}", float(best))
-            mlflow.end_run("FINISHED" if trial.status == "COMPLETED" else "FAILED")
+        def run_trial(self, trial, *args, **kwargs):
+            hp = trial.hyperparameters
+            values = {d.key: d.declare(hp) for d in self.dimensions}
+            overrides = [*self.base_overrides, *trial_overrides(values)]
+            if "tuner/epochs" in hp.values:
+                overrides.append(f"trainer.epochs={hp.values['tuner/epochs']}")
+            name = trial_name(int(trial.trial_id) + 1, values)
+            log.info("%s: python train.py %s", name, " ".join(overrides))
+            parent = tracking.Parent(self.parent_run_id, name, {TRIAL_TAG: trial.trial_id})
+            metrics = train_and_evaluate(compose_train_config(overrides), parent)
+            return {self.objective_name: objective_value(self.objective_name, metrics)}
 
     TrackedTuner.__name__ = f"Tracked{base.__name__}"
     return TrackedTuner
@@ -212,37 +182,36 @@ def close_interrupted_trials(parent_run_id: str) -> None:
         client.set_terminated(run.info.run_id, "KILLED")
 
 
-def check_search(cfg: DictConfig) -> tuple[list[Dimension], str]:
-    """Everything about the search that can be wrong, checked before any trial: (space, direction)."""
+def check_search(cfg: DictConfig) -> list[Dimension]:
+    """Everything about the search that can be wrong, checked before any trial: its space."""
     if cfg.tuner.type not in TUNERS:
         raise SearchError(f"tuner.type: unknown tuner {cfg.tuner.type!r}; choose from {list(TUNERS)}")
-    if cfg.tuner.objective not in REPORTED_METRICS:
-        raise SearchError(f"tuner.objective: {cfg.tuner.objective!r} is never reported by training; "
-                          f"choose from {list(REPORTED_METRICS)}")
-    return parse_space(cfg.tuner.space, cfg), REPORTED_METRICS[cfg.tuner.objective]
+    try:
+        check_objective(cfg.tuner.objective)
+    except UserInputError as error:
+        raise SearchError(str(error).replace("trainer.objective", "tuner.objective", 1)) from None
+    return parse_space(cfg.tuner.space, cfg)
 
 
-def build_tuner(cfg: DictConfig, hypermodel: ConfigHyperModel, project_dir: Path, direction: str):
+def build_tuner(cfg: DictConfig, dimensions: list[Dimension], base_overrides: list[str], project_dir: Path):
     tuner_cfg = cfg.tuner
     budget = {"max_epochs": cfg.trainer.epochs, "factor": tuner_cfg.hyperband_factor} \
         if tuner_cfg.type == "hyperband" else {"max_trials": tuner_cfg.max_trials}
-    return tracked_tuner(TUNERS[tuner_cfg.type])(
-        hypermodel=hypermodel,
-        objective=kt.Objective(tuner_cfg.objective, direction=direction),
+    space = kt.HyperParameters()
+    for dimension in dimensions:
+        dimension.declare(space)  # the oracle knows the whole space before the first trial
+    tuner = tracked_tuner(TUNERS[tuner_cfg.type])(
+        hypermodel=None,
+        hyperparameters=space,
+        objective=kt.Objective(tuner_cfg.objective, direction="max"),  # every reported objective is a score
         seed=tuner_cfg.seed,
         directory=str(project_dir.parent),
         project_name=project_dir.name,
         overwrite=False,  # a rerun of the same command continues the search
         **budget,
     )
-
-
-def leaderboard(tuner) -> pd.DataFrame:
-    """One row per trial: id, status, score and hyperparameters, best first."""
-    rows = [{"trial_id": t.trial_id, "status": t.status, "score": t.score, **t.hyperparameters.values}
-            for t in tuner.oracle.trials.values()]
-    ascending = tuner.oracle.objective.direction == "min"
-    return pd.DataFrame(rows).sort_values("score", ascending=ascending, na_position="last")
+    tuner.dimensions, tuner.base_overrides, tuner.objective_name = dimensions, base_overrides, tuner_cfg.objective
+    return tuner
 
 
 def best_values(tuner, dimensions: list[Dimension]) -> dict[str, Any]:
@@ -265,9 +234,10 @@ def experiment_yaml(values: dict[str, Any], conf_dir: Path = CONF_DIR) -> str:
     return "\n".join(lines) + "\n" + body
 
 
-def write_experiment(cfg: DictConfig, values: dict[str, Any]) -> Path:
-    """Write the best values as conf/experiment/<tuner.export_name>.yaml (under tuner.export_config_dir)."""
-    root = Path(cfg.tuner.export_config_dir) if cfg.tuner.export_config_dir else CONF_DIR
+def write_experiment(cfg: DictConfig, values: dict[str, Any], project_dir: Path) -> Path:
+    """Write the best values as <dir>/experiment/<tuner.export_name>.yaml, where dir is
+    tuner.export_config_dir or the search's own folder (never the project's conf/)."""
+    root = Path(cfg.tuner.export_config_dir) if cfg.tuner.export_config_dir else project_dir
     path = root / "experiment" / f"{cfg.tuner.export_name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(experiment_yaml(values))
@@ -293,50 +263,41 @@ def wait_for_parent_run(project_dir: Path, timeout_s: float) -> str:
     return id_file.read_text().strip()
 
 
-def search(cfg: DictConfig) -> float:
-    """Run the configured search; returns the best model's cfg.trainer.objective on the test split.
+def search(cfg: DictConfig, overrides: list[str]) -> float:
+    """Run the configured search; returns the best trial's tuner.objective.
 
-    In KerasTuner's distributed mode the chief serves the oracle and holds the search's run;
-    each worker runs trials, logged as children of the chief's run, and returns NaN.
+    overrides: the command line's overrides (cfg was composed from them); each trial is
+    composed from them less the tuner choice, plus its values. In KerasTuner's distributed
+    mode the chief serves the oracle and holds the search's run; each worker runs trials,
+    logged as children of the chief's run, and returns NaN.
     """
-    dimensions, direction = check_search(cfg)
-    check_objective(cfg.trainer.objective)
-    with open_checked_cache(cfg) as cache:
-        face_shape, class_names, train_size = cache.face_shape, list(cache.class_names), cache.split_size("train")
+    dimensions = check_search(cfg)
+    with open_checked_cache(cfg):
+        pass  # a missing or mismatched cache stops before the search's run exists
     project_dir = Path(cfg.paths.runs_dir) / "tuner" / f"{cfg.tuner.type}-{config_fingerprint(cfg)}"
     experiment_id = tracking.configure_logger(cfg.logger)
-    hypermodel = ConfigHyperModel(cfg, dimensions, face_shape, len(class_names), train_size)
+    base_overrides = training_overrides(overrides)
     if distributed_role() == "worker":
-        tuner = build_tuner(cfg, hypermodel, project_dir, direction)
+        tuner = build_tuner(cfg, dimensions, base_overrides, project_dir)
         tuner.parent_run_id = wait_for_parent_run(project_dir, cfg.tuner.worker_wait_s)
-        tuner.search(epochs=cfg.trainer.epochs)
+        tuner.search()
         return float("nan")
     run_name = cfg.logger.run_name or f"search {cfg.tuner.type}"
     with tracking.tracked_run(experiment_id, run_name, project_dir) as parent:
-        tracking.log_params(tracking.flatten_params(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
         mlflow.set_tag("affectexp.search", cfg.tuner.type)
         close_interrupted_trials(parent.info.run_id)
-        tuner = build_tuner(cfg, hypermodel, project_dir, direction)
+        tuner = build_tuner(cfg, dimensions, base_overrides, project_dir)
         tuner.parent_run_id = parent.info.run_id
-        tuner.search(epochs=cfg.trainer.epochs)
-        metrics = report_search(cfg, tuner, dimensions, class_names)
-        log.info("Reproduce the best trial with: python train.py experiment=%s (MLflow run %s)",
-                 cfg.tuner.export_name, parent.info.run_id)
-    return objective_value(cfg.trainer.objective, {"test": metrics})
+        tuner.search()
+        best = tracking.summarise_children(parent.info.run_id, objective_metric(cfg.tuner.objective))
+        experiment = write_experiment(cfg, best_values(tuner, dimensions), project_dir)
+        mlflow.log_artifact(str(experiment))
+        log.info("Best: %s (%s %.4f). Reproduce it with: python train.py --config-dir=%s experiment=%s %s",
+                 best.info.run_name, cfg.tuner.objective, best_score(best, cfg.tuner.objective),
+                 experiment.parent.parent, cfg.tuner.export_name, " ".join(base_overrides))
+    return best_score(best, cfg.tuner.objective)
 
 
-def report_search(cfg: DictConfig, tuner, dimensions: list[Dimension], class_names: list[str]) -> dict:
-    """Into the search's run: leaderboard, best values (also as an experiment file) and the
-    best model's test metrics, which are returned."""
-    board = leaderboard(tuner)
-    best = best_values(tuner, dimensions)
-    experiment_path = write_experiment(cfg, best)
-    mlflow.log_params({f"best.{k}": json.dumps(v) if isinstance(v, (list, dict)) else str(v)
-                       for k, v in best.items()})
-    mlflow.log_metric(f"best_{cfg.tuner.objective}", float(board["score"].iloc[0]))
-    with tracking.artifact_dir() as folder:
-        board.to_csv(folder / "leaderboard.csv", index=False)
-        (folder / experiment_path.name).write_text(experiment_path.read_text())
-    model = tuner.get_best_models(1)[0]
-    log.info("Best trial %s of %d", board["trial_id"].iloc[0], len(board))
-    return evaluate_and_log(model, cfg.cache.path, "test", class_names, cfg.trainer.batch_size)
+def best_score(run, objective: str) -> float:
+    """A child run's value of `objective`."""
+    return run.data.metrics[objective_metric(objective)]

@@ -71,6 +71,11 @@ def test_multirun_is_one_parent_with_comparable_children(built_cache):
     assert children[0].data.params.keys() == children[1].data.params.keys()
     assert {r.data.params["optimizer.lr"] for r in children} == {"0.001", "0.0003"}
     assert all(r.info.status == "FINISHED" and "test_accuracy" in r.data.metrics for r in children)
+    best = max(children, key=lambda r: r.data.metrics["best_val_accuracy"])
+    assert parent.data.tags["affectexp.best_run_id"] == best.info.run_id
+    assert parent.data.params == {"best.optimizer.lr": best.data.params["optimizer.lr"]}
+    assert parent.data.metrics["best_val_accuracy"] == best.data.metrics["best_val_accuracy"]
+    assert "leaderboard.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
 
     _, failed_runs = runs_of(local_store(built_cache), "sweep_fails")
     [failed_parent] = [r for r in failed_runs if "mlflow.parentRunId" not in r.data.tags]
@@ -96,37 +101,44 @@ def test_a_sweep_whose_job_cannot_start_ends_its_parent_failed(built_cache, swee
 
 
 def tuner_config(built_cache, tmp_path, *overrides):
+    """(config, overrides) of a 2-trial random search on the shared cache, as train.py composes it."""
     root = Path(built_cache[1].paths.root)
-    return compose_config("train", root, [
-        *QUICK, "tuner=random", "tuner.max_trials=2", f"tuner.export_config_dir={tmp_path}",
-        "logger.experiment_name=search", *overrides])
+    arguments = [f"paths.root={root}", *QUICK, "tuner=random", "tuner.max_trials=2",
+                 f"tuner.export_config_dir={tmp_path}", "logger.experiment_name=search", *overrides]
+    return compose_config("train", root, arguments), arguments
 
 
 def test_tuner_search_logs_trials_as_nested_runs_and_exports_the_best(built_cache, tmp_path):
     from affectexp.tuning import search
 
-    cfg = tuner_config(built_cache, tmp_path)
-    accuracy = search(cfg)
+    cfg, overrides = tuner_config(built_cache, tmp_path)
+    objective = search(cfg, overrides)
     client, runs = runs_of(cfg.logger.tracking_uri, "search")
     [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     trials = children_of(runs, parent)
     assert len(trials) == 2 and all(t.info.status == "FINISHED" for t in trials)
-    assert all({"optimizer.lr", "model.dropout", "augmentation"} <= t.data.params.keys() for t in trials)
-    assert all("score" in t.data.metrics and "best_val_accuracy" in t.data.metrics for t in trials)
-    history = client.get_metric_history(trials[0].info.run_id, "val_accuracy")
-    assert [m.step for m in history] == [1]
-    assert parent.data.metrics["test_accuracy"] == pytest.approx(accuracy)
-    best_score = max(t.data.metrics["score"] for t in trials)
-    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(best_score)
+    assert sorted(t.info.run_name.split(" lr=")[0] for t in trials) == ["trial 1", "trial 2"]
+    # A trial is a training run: the resolved config as params, per-epoch curves, evaluation, model.
+    assert all({"optimizer.lr", "model.dropout", "augmentation.name", "cache.size"} <= t.data.params.keys()
+               for t in trials)
+    assert all({"best_val_accuracy", "test_accuracy"} <= t.data.metrics.keys() for t in trials)
+    assert [m.step for m in client.get_metric_history(trials[0].info.run_id, "val_accuracy")] == [1]
+    assert all("model.keras" in {a.path for a in client.list_artifacts(t.info.run_id)} for t in trials)
+
+    best = max(trials, key=lambda t: t.data.metrics["best_val_accuracy"])
+    assert objective == pytest.approx(best.data.metrics["best_val_accuracy"])
+    assert parent.data.tags["affectexp.best_run_id"] == best.info.run_id
+    assert parent.data.metrics["test_accuracy"] == best.data.metrics["test_accuracy"]
+    assert parent.data.params["best.optimizer.lr"] == best.data.params["optimizer.lr"]
+    assert "optimizer.lr" not in parent.data.params  # the base config is not shown as a result
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"leaderboard.csv", "tuned_random.yaml", "test_confusion_matrix.png"} <= artifacts
+    assert {"leaderboard.csv", "tuned_random.yaml"} <= artifacts
 
     # The exported experiment reproduces the best trial's values.
-    best = max(trials, key=lambda t: t.data.metrics["score"])
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         reproduced = compose("train", overrides=[f"hydra.searchpath=[file://{tmp_path}]", "experiment=tuned_random"])
     assert reproduced.optimizer.lr == pytest.approx(float(best.data.params["optimizer.lr"]))
-    assert reproduced.augmentation.name == best.data.params["augmentation"].strip('"')
+    assert reproduced.augmentation.name == best.data.params["augmentation.name"]
 
 
 
@@ -134,7 +146,7 @@ def test_interrupted_search_resumes_in_the_same_parent_run(built_cache, tmp_path
     from affectexp.tuning import search
 
     overrides = ["tuner.max_trials=3", "logger.experiment_name=resumed_search"]
-    cfg = tuner_config(built_cache, tmp_path, *overrides)
+    cfg, arguments = tuner_config(built_cache, tmp_path, *overrides)
     root = Path(cfg.paths.root)
     process = cli(root, "tuner=random", f"tuner.export_config_dir={tmp_path}", *overrides)
     deadline = time.monotonic() + 300
@@ -146,7 +158,7 @@ def test_interrupted_search_resumes_in_the_same_parent_run(built_cache, tmp_path
     process.kill()
     process.communicate()
 
-    search(cfg)
+    search(cfg, arguments)
     client, runs = runs_of(cfg.logger.tracking_uri, "resumed_search")
     [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert parent.info.status == "FINISHED"
@@ -167,9 +179,9 @@ def test_interrupted_search_resumes_in_the_same_parent_run(built_cache, tmp_path
 def test_bad_search_stops_before_any_trial(built_cache, tmp_path, override, message):
     from affectexp.tuning import search
 
-    cfg = tuner_config(built_cache, tmp_path, override, "logger.experiment_name=bad_search")
+    cfg, overrides = tuner_config(built_cache, tmp_path, override, "logger.experiment_name=bad_search")
     with pytest.raises(SearchError, match=message):
-        search(cfg)
+        search(cfg, overrides)
     client = MlflowClient(cfg.logger.tracking_uri)
     assert client.get_experiment_by_name("bad_search") is None
 

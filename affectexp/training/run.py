@@ -18,7 +18,6 @@ from affectexp.errors import ConfigError
 from affectexp.models.layers import with_class_names
 from affectexp.models.schema import check_model_config
 from affectexp.processes import stop_point
-from affectexp.sweeps import current_sweep_job
 from affectexp.training import runtime
 from affectexp.training.augment import FaceAugmenter, augmented_variants, check_transform, default_augment_workers
 from affectexp.training.caches import open_checked_cache
@@ -80,14 +79,21 @@ def check_config(cfg: DictConfig) -> None:
     augment_workers(cfg.trainer)
 
 
-def train(cfg: DictConfig) -> float:
-    """Train, evaluate on the validation and test splits and log everything; returns
-    cfg.trainer.objective's value.
+def train(cfg: DictConfig, parent: tracking.Parent | None = None) -> float:
+    """train_and_evaluate(cfg, parent), reduced to cfg.trainer.objective's value (for sweepers)."""
+    return objective_value(cfg.trainer.objective, train_and_evaluate(cfg, parent))
 
-    Rerunning the same config after an interruption continues the same MLflow run from its
-    last committed epoch (see commit.py) and ends as if never interrupted; rerunning it after
-    it finished trains nothing and returns the finished run's objective. Only one process at
-    a time trains a config: a second one stops at once (locks.Locked).
+
+def train_and_evaluate(cfg: DictConfig, parent: tracking.Parent | None = None) -> dict[str, dict]:
+    """One tracked training run: train, evaluate on the validation and test splits and log
+    everything; returns the evaluation metrics by split ({"val": {...}, "test": {...}}).
+
+    The same run whoever starts it: train.py alone, a job of a sweep or a trial of a search
+    (their `parent`). Rerunning the same config after an interruption continues the same
+    MLflow run from its last committed epoch (see commit.py) and ends as if never
+    interrupted; rerunning it after it finished trains nothing and returns the finished
+    run's metrics. Only one process at a time trains a config: a second one stops at once
+    (locks.Locked).
     """
     check_config(cfg)
     with open_checked_cache(cfg) as cache:
@@ -95,17 +101,13 @@ def train(cfg: DictConfig) -> float:
         evaluated = [split for split in OBJECTIVE_SPLITS if cache.split_size(split) > 0]
     work_dir = Path(cfg.paths.runs_dir) / config_fingerprint(cfg)
     experiment_id = tracking.configure_logger(cfg.logger)
-    job = current_sweep_job()
-    parent_run_id = job.parent_run_id if job else None
     with locks.exclusive(work_dir / "lock", f"run of this config ({work_dir})"):
-        finished = tracking.recorded_run(work_dir, parent_run_id)
+        finished = tracking.recorded_run(work_dir, parent.run_id if parent else None)
         if finished is not None and finished.info.status == "FINISHED":
             log.info("This config already trained as MLflow run %s (%s); nothing to do. To train it again, "
                      "delete %s", finished.info.run_id, finished.info.run_name, work_dir)
-            return finished_objective(cfg.trainer.objective, finished.data.metrics)
-        run_name = cfg.logger.run_name or (job.run_name if job else None)
-        tags = {tracking.SWEEP_TAG: job.sweep_id} if job else {}
-        with tracking.tracked_run(experiment_id, run_name, work_dir, parent_run_id, tags) as run:
+            return logged_evaluation(finished.data.metrics, evaluated)
+        with tracking.tracked_run(experiment_id, cfg.logger.run_name, work_dir, parent) as run:
             tracking.log_params(tracking.flatten_params(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
             log_augmentation_samples(cfg)
             state = TrainingState.load(work_dir, run.info.run_id)
@@ -122,7 +124,7 @@ def train(cfg: DictConfig) -> float:
                      test.get("accuracy", float("nan")), test.get("balanced_accuracy", float("nan")),
                      test.get("macro_f1", float("nan")), run.info.run_id)
     log.info("Open the MLflow UI with: %s", tracking.ui_command(mlflow.get_tracking_uri()))
-    return objective_value(cfg.trainer.objective, metrics)
+    return metrics
 
 
 OBJECTIVE_SPLITS = ("val", "test")
@@ -137,20 +139,26 @@ def check_objective(objective: str) -> None:
         raise ConfigError(f"trainer.objective: {objective!r} is never reported; choose from {choices}")
 
 
-def finished_objective(objective: str, run_metrics: dict[str, float]) -> float:
-    """The value of `objective` among a finished run's logged metrics (EVALUATION_PREFIX names)."""
+def objective_metric(objective: str) -> str:
+    """The MLflow metric that holds `objective`: "val_accuracy" -> "best_val_accuracy" (the kept
+    model's evaluation; the per-epoch val_accuracy is Keras' own), "test_macro_f1" -> itself."""
+    check_objective(objective)
     split, _, name = objective.partition("_")
-    key = f"{EVALUATION_PREFIX[split]}_{name}"
-    if key not in run_metrics:
-        raise ConfigError(f"trainer.objective: {objective!r}: the finished run has no {key} metric")
-    return run_metrics[key]
+    return f"{EVALUATION_PREFIX[split]}_{name}"
+
+
+def logged_evaluation(run_metrics: dict[str, float], splits) -> dict[str, dict]:
+    """A finished run's evaluation metrics by split, read back from its logged metrics
+    (named by EVALUATION_PREFIX), in the form train_and_evaluate returns."""
+    return {split: {name: run_metrics[f"{EVALUATION_PREFIX[split]}_{name}"] for name in OBJECTIVE_METRICS
+                    if f"{EVALUATION_PREFIX[split]}_{name}" in run_metrics} for split in splits}
 
 
 def objective_value(objective: str, metrics_by_split: dict[str, dict]) -> float:
     """The value of `objective` ("val_accuracy", "test_macro_f1", ...) among the evaluated splits."""
     check_objective(objective)
     split, _, name = objective.partition("_")
-    if split not in metrics_by_split:
+    if name not in metrics_by_split.get(split, {}):
         raise ConfigError(f"trainer.objective: {objective!r}: the cache has no {split} split")
     return metrics_by_split[split][name]
 
