@@ -115,7 +115,8 @@ def test_killed_run_resumes_as_if_never_killed(built_cache, uninterrupted, tmp_p
         assert [m.value for m in history] == [m.value for m in expected], f"{name} differs from the uninterrupted run"
     for name in ("test_accuracy", "best_val_accuracy", "train_seconds"):
         assert len(client.get_metric_history(run.info.run_id, name)) == 1, f"{name} logged more than once"
-    assert objective == reference.data.metrics["test_accuracy"] == run.data.metrics["test_accuracy"]
+    assert objective == reference.data.metrics["best_val_accuracy"] == run.data.metrics["best_val_accuracy"]
+    assert run.data.metrics["test_accuracy"] == reference.data.metrics["test_accuracy"]
     for resumed, never_killed in zip(final_weights(cfg), final_weights(reference_cfg), strict=True):
         np.testing.assert_array_equal(resumed, never_killed)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -126,7 +127,7 @@ def test_a_finished_run_is_not_trained_again(uninterrupted):
     from affectexp.training.run import train
 
     cfg, client, run = uninterrupted
-    assert train(cfg) == run.data.metrics["test_accuracy"]
+    assert train(cfg) == run.data.metrics["best_val_accuracy"]
     _, again = the_run(cfg)
     assert again.info.run_id == run.info.run_id and again.info.end_time == run.info.end_time
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3]
