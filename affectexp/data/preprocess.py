@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from affectexp.config import check_values
 from affectexp.data.cache_writer import CacheWriter
 from affectexp.data.faces import FaceSpec
 from affectexp.data.labels import ClassSet
@@ -64,9 +65,10 @@ def run_preprocess(cfg: DictConfig) -> PreprocessSummary:
     With shard.count > 1 only shard shard.index of the rows is cropped, into its shard file;
     with merge=true the shard files are joined into cfg.cache.path (see shards.py).
     """
+    check_values(cfg)  # bad values stop here, before any work
     class_set = ClassSet(list(cfg.classes.names))
     check_shard(cfg.shard.index, cfg.shard.count)
-    resolve_workers(cfg.num_workers)  # a bad value stops here, before any work
+    resolve_workers(cfg.num_workers)
     cache_path = Path(cfg.cache.path)
     source = instantiate(cfg.dataset)
     source.prepare()

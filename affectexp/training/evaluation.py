@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 import affectexp.models.layers  # noqa: F401  (registers the custom layers for loading models)
 import affectexp.training.losses  # noqa: F401  (registers the custom loss of compiled checkpoints)
 from affectexp import tracking
+from affectexp.config import check_values
 from affectexp.errors import UserInputError
 from affectexp.models.layers import class_names_of
 from affectexp.training.caches import open_cache
@@ -153,6 +154,7 @@ def check_face_shape(model: keras.Model, face_shape: tuple[int, int, int], cache
 
 def evaluate(cfg: DictConfig) -> float:
     """evaluate.py: cfg.model_uri on cfg.split of cfg.cache.path, in a new MLflow run; returns the accuracy."""
+    check_values(cfg)
     split = str(cfg.split)
     with open_cache(cfg) as cache:
         face_shape, cache_names, size = cache.face_shape, list(cache.class_names), cache.split_size(split)
