@@ -3,11 +3,17 @@ points print it: bad config values, unreadable files, full disks, two writers, C
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
+
+from affectexp.data.cache import CacheError, FaceCache
 
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -54,3 +60,33 @@ def test_out_of_range_values_stop_in_one_line_naming_the_key(synthetic_root, tmp
 def test_missing_dataset_root_names_the_key(tmp_path):
     result = run_entry("preprocess.py", [f"paths.root={tmp_path}", "dataset=affectnet"])
     assert "dataset.root: no value given; pass dataset.root=... on the command line" in the_error_line(result)
+
+
+def test_unreadable_cache_in_train_py_names_the_file(built_cache, tmp_path):
+    cache = tmp_path / "truncated.h5"
+    shutil.copy(built_cache[1].cache.path, cache)
+    os.truncate(cache, cache.stat().st_size // 2)  # as an interrupted copy leaves it
+    result = run_entry("train.py", [f"paths.root={tmp_path}", f"cache.path={cache}", "cache.size=48"])
+    line = the_error_line(result)
+    assert f"cache.path: {cache} cannot be read as a cache (truncated" in line
+    assert "rebuild it with preprocess.py and overwrite=true" in line
+
+
+def test_a_file_that_is_no_cache_is_named(tmp_path):
+    not_hdf5 = tmp_path / "notes.h5"
+    not_hdf5.write_text("not a cache")
+    with pytest.raises(CacheError, match=f"cache.path: {not_hdf5} cannot be read as a cache \\(not an HDF5 file\\)"):
+        FaceCache(not_hdf5)
+    other_hdf5 = tmp_path / "other.h5"
+    with h5py.File(other_hdf5, "w") as file:
+        file["x"] = np.zeros(3)
+    with pytest.raises(CacheError, match=f"cache.path: {other_hdf5} is an HDF5 file but not a face cache"):
+        FaceCache(other_hdf5)
+
+
+def test_garbage_keras_file_in_evaluate_py_is_named(built_cache, tmp_path):
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"\x00garbage, not a zip archive")
+    result = run_entry("evaluate.py", [f"paths.root={tmp_path}", f"model_uri={model}",
+                                       f"cache.path={built_cache[1].cache.path}", "cache.size=48"])
+    assert f"model_uri: {model} is not a Keras model: it is not a zip archive" in the_error_line(result)

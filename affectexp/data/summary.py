@@ -80,16 +80,19 @@ def cache_attrs(cfg: DictConfig, class_set: ClassSet, summary: PreprocessSummary
 def reuse_existing(cache_path: Path, fingerprint: str, overwrite: bool) -> PreprocessSummary | None:
     """The summary of an up-to-date cache at cache_path, None if it must be (re)built.
 
-    A cache built from other inputs is never replaced silently: that needs overwrite=true.
+    A cache built from other inputs, or a file that is not a readable cache, is never replaced
+    silently: that needs overwrite=true.
     """
     if not cache_path.exists():
         return None
     try:
         with FaceCache(cache_path) as cache:
             existing = cache.file.attrs.get("fingerprint", "")
-            summary = cache.attr("summary")
-    except Exception as error:  # unreadable or another schema version: same rule as a mismatch
-        existing, summary = f"unreadable ({error})", None
+            summary = cache.attr("summary") if "summary" in cache.file.attrs else None
+    except CacheError:  # unreadable or another schema version: its message says to pass overwrite=true
+        if overwrite:
+            return None
+        raise
     if existing == fingerprint and summary is not None:
         log.info("Cache %s is up to date with its inputs: reusing it", cache_path)
         return PreprocessSummary(cache_path, report_path_of(cache_path), summary["rows_read"], summary["written"],

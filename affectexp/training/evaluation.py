@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,7 +142,31 @@ def load_saved_model(model_uri: str) -> keras.Model:
         path = Path(model_uri)
     if not path.is_file() or path.suffix != ".keras":
         raise UserInputError(f"model_uri: {model_uri} is not a .keras file (a path, or runs:/<run id>/model.keras)")
+    check_keras_archive(path)
     return keras.models.load_model(path, compile=False)
+
+
+# The members every archive that Keras 3's model.save writes holds.
+KERAS_ARCHIVE_MEMBERS = {"config.json", "metadata.json"}
+
+
+def check_keras_archive(path: Path) -> None:
+    """Refuse, naming the file, a .keras file that is not a saved Keras model.
+
+    Keras itself reports such a file as "File not found", which sends the user looking for
+    a file that exists.
+    """
+    reason = None
+    if not zipfile.is_zipfile(path):
+        reason = "it is not a zip archive, as every .keras file is (truncated, or another format)"
+    else:
+        with zipfile.ZipFile(path) as archive:
+            absent = KERAS_ARCHIVE_MEMBERS - set(archive.namelist())
+        if absent:
+            reason = f"its zip archive lacks {', '.join(sorted(absent))}"
+    if reason:
+        raise UserInputError(f"model_uri: {path} is not a Keras model: {reason}; pass a .keras file that "
+                             "train.py or keras' model.save wrote")
 
 
 def check_face_shape(model: keras.Model, face_shape: tuple[int, int, int], cache_path: str) -> None:
