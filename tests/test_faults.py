@@ -13,7 +13,10 @@ import h5py
 import numpy as np
 import pytest
 
+from affectexp.data import affectnet_layout as layout
 from affectexp.data.cache import CacheError, FaceCache
+from affectexp.data.preprocess import run_preprocess
+from conftest import compose_config
 
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -44,6 +47,10 @@ def preprocess_args(root: Path, work: Path, *extra: str) -> list[str]:
     return [f"paths.root={work}", "dataset=affectnet", f"dataset.root={root}", "cache.size=32", *extra]
 
 
+def cache_path_of(work: Path, size: int = 32) -> Path:
+    return work / "caches" / f"affectnet-gray{size}-basic5.h5"
+
+
 @pytest.mark.parametrize("override, key", [
     ("cache.size=0", "cache.size"),
     ("cache.chunk_rows=0", "cache.chunk_rows"),
@@ -60,6 +67,28 @@ def test_out_of_range_values_stop_in_one_line_naming_the_key(synthetic_root, tmp
 def test_missing_dataset_root_names_the_key(tmp_path):
     result = run_entry("preprocess.py", [f"paths.root={tmp_path}", "dataset=affectnet"])
     assert "dataset.root: no value given; pass dataset.root=... on the command line" in the_error_line(result)
+
+
+def copy_lists(synthetic_root: Path, root: Path) -> Path:
+    """An AffectNet folder with the synthetic set's lists and no images; returns its images folder."""
+    shutil.copytree(synthetic_root / layout.MANUAL_LISTS_DIR, root / layout.MANUAL_LISTS_DIR)
+    return root / layout.MANUAL_IMAGES_DIR
+
+
+def test_no_training_face_is_an_error_and_the_images_added_later_are_used(synthetic_root, tmp_path):
+    root = tmp_path / "affectnet"
+    images = copy_lists(synthetic_root, root)
+    work = tmp_path / "work"
+    line = the_error_line(run_entry("preprocess.py", preprocess_args(root, work, "num_workers=0")))
+    report = cache_path_of(work).with_name("affectnet-gray32-basic5.skipped.csv")
+    assert "no training face could be cropped" in line and f"see the skipped-row report {report}" in line
+    assert "main reasons: missing_file" in line
+    assert sorted(p.name for p in (work / "caches").iterdir()) == [report.name]  # no cache, no segments
+
+    shutil.copytree(synthetic_root / layout.MANUAL_IMAGES_DIR, images)
+    cfg = compose_config("preprocess", work, preprocess_args(root, work, "num_workers=0")[1:])
+    summary = run_preprocess(cfg)
+    assert not summary.reused and sum(summary.written["train"].values()) > 0
 
 
 def test_unreadable_cache_in_train_py_names_the_file(built_cache, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -69,6 +70,33 @@ def test_rerun_reuses_and_changed_inputs_refuse(built_cache):
     changed.faces.margin = 0.1
     with pytest.raises(CacheError, match="overwrite=true"):
         run_preprocess(changed)
+
+
+def test_added_or_changed_images_make_the_cache_stale(synthetic_root, tmp_path):
+    root, lines = make_affectnet_root(synthetic_root, tmp_path / "affectnet", rows=10)
+    write_lists(root, lines[:7], lines[7:])
+    images = root / layout.MANUAL_IMAGES_DIR
+    absent = images / lines[0].split(",")[0]
+    kept_aside = absent.read_bytes()
+    absent.unlink()
+    cfg = compose_config("preprocess", tmp_path / "work", [
+        "dataset=affectnet", f"dataset.root={root}", "cache.size=32", "num_workers=0"])
+    assert run_preprocess(cfg).skipped == {"missing_file": 1}
+    assert run_preprocess(cfg).reused  # nothing changed: reused
+
+    absent.write_bytes(kept_aside)  # the image is added
+    with pytest.raises(CacheError, match="images added, removed or changed since.*overwrite=true"):
+        run_preprocess(cfg)
+    overwrite = cfg.copy()
+    overwrite.overwrite = True
+    rebuilt = run_preprocess(overwrite)
+    assert rebuilt.faces_written == 10 and not rebuilt.skipped
+    assert run_preprocess(cfg).reused
+
+    changed = images / lines[1].split(",")[0]
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))  # rewritten later
+    with pytest.raises(CacheError, match="images added, removed or changed since"):
+        run_preprocess(cfg)
 
 
 def make_affectnet_root(synthetic_root: Path, root: Path, rows: int = 12) -> tuple[Path, list[str]]:

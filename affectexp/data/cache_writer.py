@@ -125,6 +125,11 @@ class CacheWriter:
         shutil.rmtree(self.parts)
         return self.path
 
+    def abandon(self) -> None:
+        """Delete the segments and their folder: a run that cannot become a cache."""
+        self.close()
+        shutil.rmtree(self.parts, ignore_errors=True)
+
     def close(self) -> None:
         """Stop without sealing: an unfinished segment stays a .tmp and is redone on resume."""
         if self._segment is not None and self._segment.id.valid:

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from affectexp.config import check_values
+from affectexp.data.cache import CacheError
 from affectexp.data.cache_writer import CacheWriter
 from affectexp.data.faces import FaceSpec
 from affectexp.data.labels import ClassSet
@@ -30,6 +31,7 @@ from affectexp.data.splits import assign_validation
 from affectexp.data.summary import (
     PreprocessSummary,
     cache_attrs,
+    check_training_faces,
     content_config,
     report_path_of,
     reuse_existing,
@@ -157,6 +159,12 @@ def build_cache(cfg: DictConfig, job: CacheJob, class_set: ClassSet, rows_read: 
             written_counts(writer.column("split"), writer.column("labels"), class_set),
             report["reason"].value_counts().to_dict(), time.perf_counter() - started,
         )
+        if job.shard is None:  # a shard may hold only val or test rows; the merge checks the whole
+            try:
+                check_training_faces(summary)
+            except CacheError:
+                writer.abandon()  # every row was consumed: nothing is worth resuming
+                raise
         attrs = cache_attrs(cfg, class_set, summary, job.fingerprint)
         writer.finish(attrs if job.shard is None else {**attrs, "shard": job.shard})
     finally:
@@ -184,8 +192,9 @@ FINGERPRINT_ROWS = 65_536
 
 
 def content_fingerprint(cfg: DictConfig, rows: pd.DataFrame) -> str:
-    """Hash of the content-deciding config and of every row (path, box, label, split, and
-    where present the landmarks used for alignment and the place of text-encoded pixels)."""
+    """Hash of the content-deciding config, of every row (path, box, label, split, and where
+    present the landmarks used for alignment and the place of text-encoded pixels) and of
+    each file the rows name (its size and modification time: see file_stamps)."""
     digest = hashlib.sha256()
     sections = content_config(cfg)
     sections["cache"].pop("path", None)
@@ -197,7 +206,27 @@ def content_fingerprint(cfg: DictConfig, rows: pd.DataFrame) -> str:
     for start in range(0, len(rows), FINGERPRINT_ROWS):  # hashed in parts: no per-row array of the whole table
         part = rows.iloc[start:start + FINGERPRINT_ROWS][columns]
         digest.update(pd.util.hash_pandas_object(part, index=False).to_numpy().tobytes())
+    digest.update(file_stamps(rows["path"]).tobytes())
     return digest.hexdigest()
+
+
+def file_stamps(paths: pd.Series) -> np.ndarray:
+    """(size in bytes, modification time in ns) of each distinct file of `paths`, in order of
+    first appearance, (-1, -1) where it is missing; (n, 2) int64.
+
+    What makes a cache stale when images are added, removed or rewritten under the same
+    names, as `make` and rsync judge files: one stat a file, nothing read (measured here: 20 ms
+    for 5,000 files, so about 4 s for a million).
+    """
+    unique = pd.unique(paths.to_numpy())
+    stamps = np.full((len(unique), 2), -1, dtype=np.int64)
+    for i, path in enumerate(unique):
+        try:
+            status = os.stat(path)
+        except OSError:  # missing or unreachable: the crop reports it; a later stat that works changes the stamp
+            continue
+        stamps[i] = status.st_size, status.st_mtime_ns
+    return stamps
 
 
 def chunk_tasks(rows: pd.DataFrame, spec: FaceSpec, chunk_rows: int, start: int) -> Iterator[ChunkTask]:

@@ -21,7 +21,14 @@ from omegaconf import DictConfig
 from affectexp.data.cache import FaceCache
 from affectexp.data.cache_writer import assemble, concat_column
 from affectexp.data.labels import ClassSet
-from affectexp.data.summary import PreprocessSummary, cache_attrs, report_path_of, reuse_existing, written_counts
+from affectexp.data.summary import (
+    PreprocessSummary,
+    cache_attrs,
+    check_training_faces,
+    report_path_of,
+    reuse_existing,
+    written_counts,
+)
 from affectexp.errors import UserInputError
 
 log = logging.getLogger(__name__)
@@ -115,6 +122,7 @@ def merge_shards(cfg: DictConfig, class_set: ClassSet, fingerprint: str, rows_re
         written_counts(concat_column(shards, "split"), concat_column(shards, "labels"), class_set),
         reasons.value_counts().to_dict(), time.perf_counter() - started,
     )
+    check_training_faces(summary)
     with FaceCache(shards[0]) as first:  # the shards' face shape and chunking are the cache's
         face_shape, chunk_rows = first.face_shape, first.chunk_rows
     assemble(cache_path, shards, face_shape, chunk_rows, cache_attrs(cfg, class_set, summary, fingerprint))
