@@ -3,10 +3,13 @@ points print it: bad config values, unreadable files, full disks, two writers, C
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -16,6 +19,7 @@ import pytest
 from affectexp.data import affectnet_layout as layout
 from affectexp.data.cache import CacheError, FaceCache
 from affectexp.data.preprocess import run_preprocess
+from affectexp.locks import lock_path_of
 from conftest import compose_config
 
 
@@ -49,6 +53,35 @@ def preprocess_args(root: Path, work: Path, *extra: str) -> list[str]:
 
 def cache_path_of(work: Path, size: int = 32) -> Path:
     return work / "caches" / f"affectnet-gray{size}-basic5.h5"
+
+
+def leftovers(folder: Path) -> list[Path]:
+    """Files of an unfinished write under `folder`."""
+    return [*folder.rglob("*.tmp"), *folder.rglob("*.partial")]
+
+
+def wait_for(condition, process: subprocess.Popen, seconds: float = 120.0) -> None:
+    """Poll `condition` until it holds; fails if `process` ends first or `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert process.poll() is None, "the process ended before the moment the test waits for"
+        assert time.monotonic() < deadline, "the moment the test waits for never came"
+        time.sleep(0.005)
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(folder: Path, options: str):
+    """A tmpfs at `folder` for the with block; skips the test where mounting is not permitted."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mount = shutil.which("mount")
+    result = subprocess.run([mount, "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True,
+                            text=True) if mount else None
+    if result is None or result.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here ({result.stderr.strip() if result else 'no mount'})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
 
 
 @pytest.mark.parametrize("override, key", [
@@ -119,3 +152,45 @@ def test_garbage_keras_file_in_evaluate_py_is_named(built_cache, tmp_path):
     result = run_entry("evaluate.py", [f"paths.root={tmp_path}", f"model_uri={model}",
                                        f"cache.path={built_cache[1].cache.path}", "cache.size=48"])
     assert f"model_uri: {model} is not a Keras model: it is not a zip archive" in the_error_line(result)
+
+
+def test_a_second_writer_stops_at_once_naming_the_first(synthetic_root, tmp_path):
+    work = tmp_path / "work"
+    args = preprocess_args(synthetic_root, work, "cache.chunk_rows=4", "num_workers=1")
+    cache = cache_path_of(work)
+    lock = lock_path_of(cache)
+    first = subprocess.Popen(entry_command("preprocess.py", args), cwd=REPOSITORY, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: lock.exists() and lock.read_text().strip() == str(first.pid), first)
+        first.send_signal(signal.SIGSTOP)  # holds the lock, and its files, until the second has run
+        try:
+            line = the_error_line(run_entry("preprocess.py", args))
+        finally:
+            first.send_signal(signal.SIGCONT)
+        assert f"cache.path: {cache} is being written by process {first.pid} (lock file {lock})" in line
+        assert first.wait(timeout=ENTRY_TIMEOUT_S) == 0
+    finally:
+        first.kill()
+        first.wait()
+    with FaceCache(cache) as written:  # the first's cache, whole: nothing of it was deleted or shared
+        assert written.split_size("train") > 0
+    assert not lock.exists() and not leftovers(work)
+
+
+def unwritable_folder(folder: Path):
+    """`folder` made unwritable: by its mode, or for root (whom modes do not stop) a read-only mount."""
+    if os.geteuid() != 0:
+        folder.mkdir()
+        folder.chmod(0o555)
+        return contextlib.nullcontext(folder)
+    return mounted_tmpfs(folder, "ro,size=1m")
+
+
+def test_unwritable_cache_folder_is_named(synthetic_root, tmp_path):
+    with unwritable_folder(tmp_path / "readonly") as folder:
+        cache = folder / "caches" / "faces.h5"
+        result = run_entry("preprocess.py", preprocess_args(synthetic_root, tmp_path / "work", f"cache.path={cache}"))
+        line = the_error_line(result)
+        assert f"cache.path: cannot write in {folder} (" in line and "choose a cache.path in a folder" in line
+        assert not any(folder.iterdir())

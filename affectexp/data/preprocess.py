@@ -39,6 +39,7 @@ from affectexp.data.summary import (
 )
 from affectexp.data.workers import ChunkResult, ChunkTask, crop_chunk, init_worker, start_worker_process
 from affectexp.errors import UserInputError
+from affectexp.locks import exclusive_lock
 
 log = logging.getLogger(__name__)
 
@@ -65,22 +66,26 @@ def run_preprocess(cfg: DictConfig) -> PreprocessSummary:
     """Build the cache at cfg.cache.path from cfg.dataset, or reuse it if it is up to date.
 
     With shard.count > 1 only shard shard.index of the rows is cropped, into its shard file;
-    with merge=true the shard files are joined into cfg.cache.path (see shards.py).
+    with merge=true the shard files are joined into cfg.cache.path (see shards.py). One process
+    at a time writes a given file: a second one stops at once with LockHeld, naming the first.
     """
     check_values(cfg)  # bad values stop here, before any work
     class_set = ClassSet(list(cfg.classes.names))
     check_shard(cfg.shard.index, cfg.shard.count)
     resolve_workers(cfg.num_workers)
     cache_path = Path(cfg.cache.path)
-    source = instantiate(cfg.dataset)
-    source.prepare()
-    started = time.perf_counter()
-    rows, skipped, rows_read = labelled_rows(cfg, source, class_set)
-    fingerprint = content_fingerprint(cfg, rows)
-    if cfg.merge:
-        return merge_shards(cfg, class_set, fingerprint, rows_read, started)
-    job = shard_job(CacheJob(cache_path, rows, skipped, fingerprint), cfg.shard.index, cfg.shard.count)
-    return build_cache(cfg, job, class_set, rows_read, started)
+    sharded = cfg.shard.count > 1 and not cfg.merge
+    written = shard_path(cache_path, cfg.shard.index, cfg.shard.count) if sharded else cache_path
+    with exclusive_lock(written, "cache.path"):
+        source = instantiate(cfg.dataset)
+        source.prepare()
+        started = time.perf_counter()
+        rows, skipped, rows_read = labelled_rows(cfg, source, class_set)
+        fingerprint = content_fingerprint(cfg, rows)
+        if cfg.merge:
+            return merge_shards(cfg, class_set, fingerprint, rows_read, started)
+        job = shard_job(CacheJob(cache_path, rows, skipped, fingerprint), cfg.shard.index, cfg.shard.count)
+        return build_cache(cfg, job, class_set, rows_read, started)
 
 
 def labelled_rows(cfg: DictConfig, source, class_set: ClassSet) -> tuple[pd.DataFrame, list[pd.DataFrame], int]:
