@@ -4,6 +4,7 @@ points print it: bad config values, unreadable files, full disks, two writers, C
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -19,9 +20,9 @@ import pytest
 from affectexp.data import affectnet_layout as layout
 from affectexp.data.cache import CacheError, FaceCache
 from affectexp.data.preprocess import run_preprocess
+from affectexp.errors import INTERRUPTED_STATUS
 from affectexp.locks import lock_path_of
-from conftest import compose_config
-
+from conftest import compose_config, wait_until_ended, worker_pids
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 ENTRY_TIMEOUT_S = 300
@@ -194,3 +195,64 @@ def test_unwritable_cache_folder_is_named(synthetic_root, tmp_path):
         line = the_error_line(result)
         assert f"cache.path: cannot write in {folder} (" in line and "choose a cache.path in a folder" in line
         assert not any(folder.iterdir())
+
+
+def file_size_limited(limit: int, args: list[str]) -> list[str]:
+    """preprocess.py run with RLIMIT_FSIZE at `limit` bytes: a write past it fails with EFBIG, as
+    writes fail on a full disk. (Python ignores SIGXFSZ, which would otherwise kill it.)"""
+    setup = ("import os, resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (%d, %d)); "
+             "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])" % (limit, limit))
+    return [sys.executable, "-c", setup, "preprocess.py", *args]
+
+
+@pytest.mark.parametrize("limit", ["file_size_limit", "full_tmpfs"])
+def test_full_disk_leaves_no_partial_file_and_resumes(synthetic_root, tmp_path, limit, caplog):
+    work = tmp_path / "work"
+    with contextlib.ExitStack() as stack:
+        if limit == "full_tmpfs":
+            folder = stack.enter_context(mounted_tmpfs(tmp_path / "small", "size=512k"))
+            cache = folder / "faces.h5"
+        else:
+            cache = cache_path_of(work)
+        args = preprocess_args(synthetic_root, work, f"cache.path={cache}", "cache.chunk_rows=4", "num_workers=0")
+        # 600 kB: a segment (64 faces of 1 kB) fits, the whole cache (900 faces) does not
+        command = file_size_limited(600_000, args) if limit == "file_size_limit" else None
+        line = the_error_line(run_entry("preprocess.py", args, command))
+        assert f"cache.path: no room to write {cache} (" in line and "rerun the same command to continue" in line
+        assert not leftovers(cache.parent) and not cache.exists()
+        if limit == "file_size_limit":  # with room again, the rerun resumes from the complete segments
+            cfg = compose_config("preprocess", work, args[1:])
+            with caplog.at_level(logging.INFO, logger="affectexp"):
+                run_preprocess(cfg)
+            assert "Resuming" in caplog.text
+            with FaceCache(cache) as whole:
+                assert whole.split_size("train") > 0
+
+
+def test_ctrl_c_ends_the_workers_in_one_line_and_the_rerun_continues(synthetic_root, tmp_path, caplog):
+    work = tmp_path / "work"
+    args = preprocess_args(synthetic_root, work, "cache.chunk_rows=4", "num_workers=2")
+    cache = cache_path_of(work)
+    parts = cache.with_name(cache.name + ".parts")
+    # its own session: a terminal's Ctrl-C reaches the whole foreground group, workers included
+    process = subprocess.Popen(entry_command("preprocess.py", args), cwd=REPOSITORY, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_for(lambda: any(parts.glob("segment-*.h5")), process)
+        workers = worker_pids(process.pid)
+        os.killpg(process.pid, signal.SIGINT)
+        output, _ = process.communicate(timeout=ENTRY_TIMEOUT_S)
+    finally:
+        process.kill()
+        process.wait()
+    line = the_error_line(subprocess.CompletedProcess(process.args, process.returncode, output),
+                          status=INTERRUPTED_STATUS)
+    assert line.endswith("interrupted; rerun the same command to continue")
+    assert workers and not wait_until_ended(workers)
+    assert not leftovers(work) and not cache.exists() and not lock_path_of(cache).exists()
+    assert any(parts.glob("segment-*.h5"))  # the complete segments stay, to resume from
+
+    cfg = compose_config("preprocess", work, args[1:])
+    with caplog.at_level(logging.INFO, logger="affectexp"):
+        run_preprocess(cfg)
+    assert "Resuming" in caplog.text and not parts.exists()

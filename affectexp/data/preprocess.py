@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 from affectexp.config import check_values
 from affectexp.data.cache import CacheError
-from affectexp.data.cache_writer import CacheWriter
+from affectexp.data.cache_writer import CacheWriter, full_disk_as_error, partial_path, replaced_when_complete
 from affectexp.data.faces import FaceSpec
 from affectexp.data.labels import ClassSet
 from affectexp.data.shards import check_shard, merge_shards, shard_bounds, shard_fingerprint, shard_path
@@ -40,6 +41,7 @@ from affectexp.data.summary import (
 from affectexp.data.workers import ChunkResult, ChunkTask, crop_chunk, init_worker, start_worker_process
 from affectexp.errors import UserInputError
 from affectexp.locks import exclusive_lock
+from affectexp.processes import children_ignore_interrupts
 
 log = logging.getLogger(__name__)
 
@@ -148,34 +150,41 @@ def build_cache(cfg: DictConfig, job: CacheJob, class_set: ClassSet, rows_read: 
         return reused
     spec = face_spec(cfg)
     rows = job.rows
-    writer = CacheWriter(job.path, (spec.size, spec.size, spec.channels), cfg.cache.chunk_rows, job.fingerprint)
-    try:
-        if writer.rows_done:
-            log.info("Resuming %s after %d of %d rows", writer.parts, writer.rows_done, len(rows))
-        crop_into(writer, rows, spec, cfg.cache.chunk_rows, resolve_workers(cfg.num_workers))
-        writer.seal()
-        failed_index, failed_reasons = writer.failures()
-        failures = rows.iloc[failed_index][["row_id", "path"]].assign(reason=failed_reasons)
-        report = concat_skipped([*job.skipped, failures])
-        report_path = report_path_of(job.path)
-        report.to_csv(report_path, index=False)
-        summary = PreprocessSummary(
-            job.path, report_path, rows_read,
-            written_counts(writer.column("split"), writer.column("labels"), class_set),
-            report["reason"].value_counts().to_dict(), time.perf_counter() - started,
-        )
-        if job.shard is None:  # a shard may hold only val or test rows; the merge checks the whole
-            try:
-                check_training_faces(summary)
-            except CacheError:
-                writer.abandon()  # every row was consumed: nothing is worth resuming
-                raise
-        attrs = cache_attrs(cfg, class_set, summary, job.fingerprint)
-        writer.finish(attrs if job.shard is None else {**attrs, "shard": job.shard})
-    finally:
-        writer.close()
+    with full_disk_as_error(job.path):
+        writer = CacheWriter(job.path, (spec.size, spec.size, spec.channels), cfg.cache.chunk_rows, job.fingerprint)
+        try:
+            if writer.rows_done:
+                log.info("Resuming %s after %d of %d rows", writer.parts, writer.rows_done, len(rows))
+            crop_into(writer, rows, spec, cfg.cache.chunk_rows, resolve_workers(cfg.num_workers))
+            writer.seal()
+            failed_index, failed_reasons = writer.failures()
+            failures = rows.iloc[failed_index][["row_id", "path"]].assign(reason=failed_reasons)
+            report = concat_skipped([*job.skipped, failures])
+            report_path = report_path_of(job.path)
+            write_report(report, report_path)
+            summary = PreprocessSummary(
+                job.path, report_path, rows_read,
+                written_counts(writer.column("split"), writer.column("labels"), class_set),
+                report["reason"].value_counts().to_dict(), time.perf_counter() - started,
+            )
+            if job.shard is None:  # a shard may hold only val or test rows; the merge checks the whole
+                try:
+                    check_training_faces(summary)
+                except CacheError:
+                    writer.abandon()  # every row was consumed: nothing is worth resuming
+                    raise
+            attrs = cache_attrs(cfg, class_set, summary, job.fingerprint)
+            writer.finish(attrs if job.shard is None else {**attrs, "shard": job.shard})
+        finally:
+            writer.close()
     log.info("Preprocessing done\n%s", summary.table())
     return summary
+
+
+def write_report(report: pd.DataFrame, path: Path) -> None:
+    """The skipped-row report as CSV at `path`, in place only once complete."""
+    with replaced_when_complete(path, partial_path(path)) as partial:
+        report.to_csv(partial, index=False)
 
 
 def resolve_workers(num_workers: int | None) -> int:
@@ -265,7 +274,9 @@ def crop_in_order(tasks: Iterator[ChunkTask], num_workers: int) -> Iterator[Chun
         return
     # spawn, not fork: the parent may have started threads (TensorFlow in a notebook or a test).
     context = multiprocessing.get_context("spawn")
-    with context.Pool(num_workers, initializer=start_worker_process) as pool:
+    with children_ignore_interrupts():  # Ctrl-C is this process's to handle: it ends the pool
+        pool = context.Pool(num_workers, initializer=start_worker_process)
+    with pool:
         pending: collections.deque = collections.deque()
         for task in tasks:
             pending.append(pool.apply_async(crop_chunk, (task,)))
@@ -277,8 +288,11 @@ def crop_in_order(tasks: Iterator[ChunkTask], num_workers: int) -> Iterator[Chun
 
 def crop_into(writer: CacheWriter, rows: pd.DataFrame, spec: FaceSpec, chunk_rows: int, workers: int) -> None:
     """Crop the rows the writer has not consumed yet into it, chunk by chunk, in row order."""
-    with tqdm(total=len(rows), initial=writer.rows_done, unit="img", desc="preprocess", smoothing=0.1) as progress:
-        for result in crop_in_order(chunk_tasks(rows, spec, chunk_rows, writer.rows_done), workers):
+    results = crop_in_order(chunk_tasks(rows, spec, chunk_rows, writer.rows_done), workers)
+    # closing: on an error or Ctrl-C the workers end here, not whenever the traceback is freed
+    with tqdm(total=len(rows), initial=writer.rows_done, unit="img", desc="preprocess", smoothing=0.1) as progress, \
+            contextlib.closing(results):
+        for result in results:
             chunk = rows.iloc[result.index:result.index + len(result.reasons)]
             ok = result.ok
             kept = chunk[ok]
