@@ -208,6 +208,28 @@ def test_streaming_reads_every_face_once_per_epoch_a_window_at_a_time(imbalanced
     assert len({tuple(order) for order in epochs.tolist()}) == 3  # another order each epoch
 
 
+def test_final_evaluation_streams_a_split_larger_than_the_ram_budget(imbalanced_cache, monkeypatch):
+    import keras
+
+    from affectexp.data.cache import FaceCache
+    from affectexp.training.evaluation import predict_split
+
+    path, labels = imbalanced_cache
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(3, "softmax")])
+    read_rows = []
+    read_faces = FaceCache.read_faces
+    monkeypatch.setattr(FaceCache, "read_faces",
+                        lambda self, split, start, stop: read_rows.append(stop - start) or read_faces(self, split, start, stop))
+    in_memory = predict_split(model, path, "train", 8)
+    assert read_rows == [len(labels)]  # fits the default budget: read once
+    read_rows.clear()
+    streamed = predict_split(model, path, "train", 8, ram_budget_bytes=0)
+    assert max(read_rows) == CACHE_CHUNK_ROWS  # over the budget: a chunk at a time
+    np.testing.assert_array_equal(streamed[0], labels)
+    np.testing.assert_array_equal(streamed[0], in_memory[0])
+    np.testing.assert_allclose(streamed[1], in_memory[1], rtol=1e-6)
+
+
 def strong_augmentation_and_faces(cfg, count: int):
     """(augmentation=strong in albumentations' serialised form, the first `count` training faces)."""
     from affectexp.data.cache import FaceCache

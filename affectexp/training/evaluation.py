@@ -88,9 +88,11 @@ def model_classes(model: keras.Model, cache_names: Sequence[str]) -> list[str]:
     return list(cache_names)
 
 
-def predict_split(model: keras.Model, cache_path: str, split: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(true labels (n,) int64, predicted probabilities (n, k) float32) for one split of a cache."""
-    batches = CacheBatches(cache_path, split, batch_size, shuffle=False, seed=0)
+def predict_split(model: keras.Model, cache_path: str, split: str, batch_size: int,
+                  ram_budget_bytes: int = 2 << 30) -> tuple[np.ndarray, np.ndarray]:
+    """(true labels (n,) int64, predicted probabilities (n, k) float32) for one split of a cache,
+    read into memory when it fits in `ram_budget_bytes` (trainer.ram_budget_mb), else streamed."""
+    batches = CacheBatches(cache_path, split, batch_size, shuffle=False, seed=0, ram_budget_bytes=ram_budget_bytes)
     try:
         probabilities = model.predict(batches, verbose=0)
         return batches.labels, probabilities
@@ -111,11 +113,12 @@ def log_evaluation(metrics: dict, prefix: str) -> None:
 
 
 def evaluate_and_log(model: keras.Model, cache_path: str, split: str, class_names: Sequence[str], batch_size: int,
-                     restrict_to_cache_classes: bool = True) -> dict:
+                     restrict_to_cache_classes: bool = True, ram_budget_bytes: int = 2 << 30) -> dict:
     """Evaluate `model` on `split` of the cache whose classes are `class_names`, matching the
     model's classes by name; log it (EVALUATION_PREFIX names the metrics) and return the
-    metrics (see classification_metrics) with "evaluated_faces" and "skipped_faces" added."""
-    labels, probabilities = predict_split(model, cache_path, split, batch_size)
+    metrics (see classification_metrics) with "evaluated_faces" and "skipped_faces" added.
+    The split is streamed when it is larger than `ram_budget_bytes`."""
+    labels, probabilities = predict_split(model, cache_path, split, batch_size, ram_budget_bytes)
     match = match_classes(model_classes(model, class_names), class_names, restrict_to_cache_classes)
     y_true, y_pred = match.apply(labels, probabilities)
     metrics = classification_metrics(y_true, y_pred, match.names)

@@ -113,7 +113,8 @@ def train(cfg: DictConfig) -> float:
                 model = fit(cfg, face_shape, class_names, work_dir, state)
             metrics = {}
             for split in evaluated:
-                metrics[split] = evaluate_and_log(model, cfg.cache.path, split, class_names, cfg.trainer.batch_size)
+                metrics[split] = evaluate_and_log(model, cfg.cache.path, split, class_names, cfg.trainer.batch_size,
+                                                  ram_budget_bytes=cfg.trainer.ram_budget_mb << 20)
                 stop_point(f"evaluated:{split}")
             tracking.log_metrics_once({"train_seconds": state.train_seconds})
             log_run_artifacts(cfg, model, state.history_dict())
