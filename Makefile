@@ -35,4 +35,4 @@ ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
 
 clean:
-	rm -rf data caches runs outputs multirun mlflow.db mlartifacts
+	rm -rf data caches runs outputs multirun mlflow.db mlflow.db.lock mlartifacts

@@ -13,6 +13,9 @@ from enum import Enum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from affectexp.errors import ConfigError
 
 
 class _Choice(str, Enum):
@@ -200,6 +203,31 @@ class EvaluateConfig:
     # True: predict only among the classes the cache has (the usual cross-data-set protocol);
     # False: a face predicted as a class the cache lacks counts as wrong.
     restrict_to_cache_classes: bool = True
+
+
+# Values their type allows but no run can use: (key, test, what the key must be). Checked by
+# check_values before any work, since a schema holds types, not ranges.
+VALUE_RANGES = (
+    ("cache.size", lambda v: v >= 1, "the side of a face in pixels, 1 or more"),
+    ("cache.chunk_rows", lambda v: v >= 1, "faces per HDF5 chunk, 1 or more"),
+    ("split.val_fraction", lambda v: 0.0 <= v < 1.0, "the part of the training rows held out, in [0, 1)"),
+    ("faces.margin", lambda v: v > -0.5, "above -0.5 (at -0.5 or below, every box shrinks to nothing)"),
+)
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Refuse, naming the key, a mandatory value left out (`???`) or a value out of its range.
+
+    Keys that `cfg` does not have are not checked, so every entry config can be passed.
+    """
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        also = f" (also missing: {', '.join(missing[1:])})" if len(missing) > 1 else ""
+        raise ConfigError(f"{missing[0]}: no value given; pass {missing[0]}=... on the command line{also}")
+    for key, allowed, expected in VALUE_RANGES:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not allowed(value):
+            raise ConfigError(f"{key}: {value}; it must be {expected}")
 
 
 def register_schemas() -> None:

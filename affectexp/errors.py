@@ -26,3 +26,21 @@ def exit_on_user_error() -> Iterator[None]:
     except UserInputError as error:
         logging.getLogger("affectexp").error("%s", error)
         raise SystemExit(1) from None
+
+
+# A process ended by SIGINT exits with 128 + 2, as shells report it.
+INTERRUPTED_STATUS = 130
+
+
+@contextlib.contextmanager
+def exit_on_interrupt(advice: str = "rerun the same command to continue") -> Iterator[None]:
+    """Turn Ctrl-C (KeyboardInterrupt) into one line, "interrupted; <advice>", and exit status 130.
+
+    For entry points whose rerun continues where the interrupted run stopped; what the
+    interrupted code cleans up (its `finally` blocks) has run by the time the line is written.
+    """
+    try:
+        yield
+    except KeyboardInterrupt:
+        logging.getLogger("affectexp").error("interrupted; %s", advice)
+        raise SystemExit(INTERRUPTED_STATUS) from None

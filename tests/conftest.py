@@ -114,3 +114,11 @@ def wait_until_ended(pids: set[int], seconds: float = 20.0) -> set[int]:
     while time.monotonic() < deadline and any(running(pid) for pid in pids):
         time.sleep(0.05)
     return {pid for pid in pids if running(pid)}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark the tests that need the session's synthetic data set, so that `-m "not synthetic"`
+    runs the ones that start in a second (mutation testing runs those for every mutant)."""
+    for item in items:
+        if "synthetic_root" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.synthetic)

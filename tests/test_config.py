@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,31 @@ ENTRY_GROUPS = {
 
 
 def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+    """The options of a group that the repository holds: a `conf/experiment/tuned_*.yaml` that a
+    search exported is the user's, not a case of this test."""
+    tracked = subprocess.run(["git", "ls-files", "--", f"{group}/*.yaml"], cwd=CONF_DIR, capture_output=True,
+                             text=True, check=True).stdout.split()
+    return sorted(Path(name).stem for name in tracked if Path(name).parent.name == group)
+
+
+def option_values(group: str, option: str) -> dict:
+    """{dotted key: value} of an option's file as the composed config must hold them (unresolved):
+    under the group, or at the top for a `# @package _global_` file; ??? left out."""
+    path = Path(CONF_DIR) / group / f"{option}.yaml"
+    loaded = OmegaConf.load(path)
+    values = {key: value for key, value in OmegaConf.to_container(loaded).items() if key != "defaults"}
+    prefix = "" if path.read_text().startswith("# @package _global_") else f"{group}."
+    flat: dict = {}
+
+    def walk(node, key):
+        if isinstance(node, dict) and node:
+            for child, value in node.items():
+                walk(value, f"{key}.{child}" if key else str(child))
+        elif node != "???":
+            flat[key] = node
+
+    walk(values, prefix.rstrip("."))
+    return flat
 
 
 CASES = [(entry, group, option) for entry, groups in ENTRY_GROUPS.items() for group in groups
@@ -31,6 +56,24 @@ def test_every_group_option_composes(entry, group, option, tmp_path):
     container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     assert container["cache"]["path"].endswith(".h5")
     assert str(tmp_path) in container["cache"]["path"]
+    # The option was really chosen: every value its file sets is in the composed config.
+    for key, value in option_values(group, option).items():
+        if key == "dataset.root" or (isinstance(value, str) and "${" in value):
+            continue  # set on the command line above, or derived from it (paths.root)
+        composed = OmegaConf.select(cfg, key)
+        if OmegaConf.is_config(composed):
+            composed = OmegaConf.to_container(composed)
+        assert composed == value, f"{group}={option}: {key}"
+
+
+def test_an_untracked_option_file_is_not_a_case(tmp_path):
+    exported = Path(CONF_DIR) / "experiment" / "tuned_untracked_check.yaml"
+    exported.write_text("# @package _global_\ntrainer:\n  epochs: 1\n")
+    try:
+        assert "tuned_untracked_check" not in group_options("experiment")
+        assert "quick48" in group_options("experiment")
+    finally:
+        exported.unlink()
 
 
 def test_every_group_has_options():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import compose_config
+from conftest import compose_config, synthetic_overrides
 
 AFFECTNET8 = ["neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt"]
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -54,7 +54,9 @@ def test_evaluate_py_says_in_one_line_which_cache_to_build(tmp_path):
 
 def eight_class_model(model):
     """The 5-class model's probabilities placed in AffectNet's 8-class order (anger at 6, not 4):
-    a model whose head covers 8 classes, as one trained on AffectNet's 8 would."""
+    a model whose head covers 8 classes, as one trained on AffectNet's 8 would. Contempt, a class
+    the cache lacks, gets 55% of every face's probability: kept as a possible prediction it wins
+    every face, while among the shared classes the order (and the accuracy) is the 5-class model's."""
     import keras
 
     from affectexp.models.layers import ClassNames, class_names_of
@@ -62,7 +64,8 @@ def eight_class_model(model):
     five = class_names_of(model)
     placement = np.zeros((len(five), len(AFFECTNET8)), dtype=np.float32)
     for row, name in enumerate(five):
-        placement[row, AFFECTNET8.index(name)] = 1.0
+        placement[row, AFFECTNET8.index(name)] = 0.45
+        placement[row, AFFECTNET8.index("contempt")] = 0.55
     spread = keras.layers.Dense(len(AFFECTNET8), use_bias=False, trainable=False, name="to_affectnet8")
     probabilities = spread(model.get_layer("expression").output)
     spread.set_weights([placement])
@@ -84,10 +87,13 @@ def test_an_8_class_model_is_evaluated_on_a_5_class_cache_by_class_name(trained,
     cfg = evaluate_config(train_cfg, [f"model_uri={model_path}", f"restrict_to_cache_classes={restrict}",
                                       f"logger.run_name='{run_name}'"])
     accuracy = evaluate(cfg)
-    assert accuracy == pytest.approx(train_run.data.metrics["test_accuracy"], abs=1e-6)
     run = evaluation_run(cfg, run_name)
-    assert run.data.metrics["test_f1_anger"] == pytest.approx(train_run.data.metrics["test_f1_anger"], abs=1e-6)
-    assert ("test_f1_contempt" in run.data.metrics) is not restrict  # reported only when it can be predicted
+    if restrict:
+        assert accuracy == pytest.approx(train_run.data.metrics["test_accuracy"], abs=1e-6)
+        assert run.data.metrics["test_f1_anger"] == pytest.approx(train_run.data.metrics["test_f1_anger"], abs=1e-6)
+        assert "test_f1_contempt" not in run.data.metrics
+    else:  # contempt stays a choice, and the most probable one: every face is wrong
+        assert accuracy == 0.0 and run.data.metrics["test_f1_contempt"] == 0.0
 
 
 def test_classes_are_matched_by_name():
@@ -121,3 +127,22 @@ def test_faces_of_another_size_are_refused_with_the_cache_to_use(trained, tmp_pa
                                                                           str(tmp_path))
     with pytest.raises(UserInputError, match="cache.size=48 cache.color=gray"):
         check_face_shape(keras.models.load_model(path), (96, 96, 1), "other.h5")
+
+
+def test_evaluate_on_a_cache_of_another_face_size_stops_before_a_run(trained, synthetic_root, tmp_path):
+    """What the user runs: evaluate() on a 32 px cache with a 48 px model."""
+    from affectexp.data.preprocess import run_preprocess
+    from affectexp.errors import UserInputError
+    from affectexp.training.evaluation import evaluate
+
+    _, train_cfg, train_run = trained
+    small = compose_config("preprocess", tmp_path, [*synthetic_overrides(synthetic_root), "cache.size=32"])
+    run_preprocess(small)
+    cfg = compose_config("evaluate", Path(train_cfg.paths.root), [
+        f"cache.path={small.cache.path}", f"model_uri=runs:/{train_run.info.run_id}/model.keras",
+        "logger.run_name=wrong_size"])
+    with pytest.raises(UserInputError, match="faces are \\(32, 32, 1\\) but the model takes \\(48, 48, 1\\).*cache.size=48"):
+        evaluate(cfg)
+    client = MlflowClient(cfg.logger.tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.logger.experiment_name)
+    assert not client.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'wrong_size'")

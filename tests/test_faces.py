@@ -132,6 +132,23 @@ def test_box_leaving_the_image_when_aligned(tmp_path):
         assert crop.shape == (32, 32, 1)
 
 
+def test_aligned_box_leaving_the_image_is_padded_with_its_edge_or_clamped_to_the_part_inside(tmp_path):
+    """Eyes already level: the alignment turns nothing, so its crop must be the plain one."""
+    photo = (2 * np.arange(64)[:, None] + np.arange(64)[None, :]).astype(np.uint8)  # distinct, smooth
+    path = tmp_path / "gradient.png"
+    cv2.imwrite(str(path), photo)
+    landmarks = np.full((68, 2), 60.0, np.float32)
+    landmarks[layout.LEFT_EYE], landmarks[layout.RIGHT_EYE] = (58.0, 60.0), (62.0, 60.0)
+    box = (56.0, 56.0, 16.0, 16.0)  # columns and rows 56..71 of a 64 x 64 photo
+    inside = photo[56:, 56:]
+    spec = FaceSpec(size=16, align=True, reduced_decoding=False)
+    padded = load_face(str(path), box, FaceSpec(**{**spec.__dict__, "out_of_bounds": "pad"}), landmarks)[:, :, 0]
+    np.testing.assert_array_equal(padded, np.pad(inside, ((0, 8), (0, 8)), mode="edge"))
+    clamped = load_face(str(path), box, FaceSpec(**{**spec.__dict__, "out_of_bounds": "clamp"}), landmarks)[:, :, 0]
+    # The 8 x 8 part inside the photo, enlarged to 16 x 16: each 2 x 2 block averages to one of its pixels.
+    assert np.abs(clamped.astype(float).reshape(8, 2, 8, 2).mean(axis=(1, 3)) - inside).max() <= 2
+
+
 def test_missing_box_means_the_whole_image(tmp_path):
     image = np.zeros((40, 60), np.uint8)
     image[:, 30:] = 200  # right half bright

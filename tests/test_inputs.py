@@ -88,19 +88,146 @@ def test_streaming_yields_the_same_faces_as_memory_with_bounded_memory(built_cac
         streamed.close()
 
 
-def test_balanced_batches_have_balanced_epochs(built_cache):
+# A small imbalanced cache written with the project's own writer: 40 / 10 / 6 training faces
+# in a seeded random order, 4 rows a chunk (14 chunks: more than the streaming window and more
+# than the chunks CacheBatches keeps), each face carrying its own position in its pixels.
+CACHE_COUNTS = [40, 10, 6]
+CACHE_CHUNK_ROWS = 4
+
+
+def position_faces(count: int) -> np.ndarray:
+    """(count, 4, 4, 1) uint8 faces whose first two pixels spell their position (low, high byte)."""
+    faces = np.zeros((count, 4, 4, 1), np.uint8)
+    faces[:, 0, 0, 0] = np.arange(count) % 256
+    faces[:, 0, 1, 0] = np.arange(count) // 256
+    return faces
+
+
+def positions_of(faces: np.ndarray) -> np.ndarray:
+    return faces[:, 0, 0, 0].astype(np.int64) + 256 * faces[:, 0, 1, 0].astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def imbalanced_cache(tmp_path_factory) -> tuple[str, np.ndarray]:
+    """(path, train labels) of a train-only cache with CACHE_COUNTS faces a class."""
+    from affectexp.data.cache import COLUMNS
+    from affectexp.data.cache_writer import CacheWriter
+
+    labels = np.random.default_rng(0).permutation(np.repeat(np.arange(3), CACHE_COUNTS))
+    path = tmp_path_factory.mktemp("imbalanced") / "imbalanced.h5"
+    writer = CacheWriter(path, (4, 4, 1), CACHE_CHUNK_ROWS, fingerprint="imbalanced")
+    columns = {name: np.zeros(len(labels), dtype) for name, dtype in COLUMNS.items()}
+    columns["labels"] = labels.astype(np.int16)
+    writer.append_chunk(position_faces(len(labels)), columns, [f"row:{i}" for i in range(len(labels))],
+                        np.zeros(0, np.int64), [], rows_consumed=len(labels))
+    writer.finish({"class_names": ["neutral", "happy", "sad"],
+                   "split_ranges": {"train": [0, len(labels)], "val": [len(labels)] * 2, "test": [len(labels)] * 2}})
+    return str(path), labels
+
+
+def read_epoch(batches, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """(positions read, labels given) over one epoch, in reading order."""
+    batches.set_epoch(epoch)
+    pairs = [batches[i] for i in range(len(batches))]
+    return positions_of(np.concatenate([p[0] for p in pairs])), np.concatenate([p[1] for p in pairs])
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["in_memory", "streamed"])
+@pytest.mark.parametrize(("balance", "counts"), [
+    ("none", CACHE_COUNTS), ("class_weight", CACHE_COUNTS), ("oversample", [40, 40, 40]), ("truncate", [6, 6, 6])])
+def test_each_balance_mode_gives_its_class_counts_every_epoch(imbalanced_cache, balance, counts, streamed):
     from affectexp.training.inputs import CacheBatches
 
-    path = built_cache[1].cache.path
-    batches = CacheBatches(path, "train", 32, shuffle=True, seed=0, balance="truncate", ram_budget_bytes=0)
+    path, labels = imbalanced_cache
+    batches = CacheBatches(path, "train", 5, shuffle=True, seed=0, balance=balance,
+                           ram_budget_bytes=0 if streamed else 2 << 30)
     try:
-        smallest = np.bincount(batches.labels).min()
-        classes = len(np.unique(batches.labels))
-        assert len(batches) == math.ceil(classes * smallest / 32)
-        labels, _ = epoch_labels_and_faces(batches)
-        assert set(np.bincount(labels).tolist()) == {smallest}
+        assert batches.in_memory is not streamed
+        epochs = [read_epoch(batches, epoch) for epoch in range(3)]
+        assert len(batches) == math.ceil(sum(counts) / 5)
     finally:
         batches.close()
+    for positions, given in epochs:
+        np.testing.assert_array_equal(given, labels[positions])  # each face comes with its own label
+        assert np.bincount(given, minlength=3).tolist() == counts
+        if balance == "truncate":
+            assert len(set(positions.tolist())) == sum(counts)  # a subset, no face twice
+        else:
+            assert set(positions.tolist()) == set(range(len(labels)))  # every face, every epoch
+    if balance == "truncate":  # a fresh subset each epoch
+        assert len({tuple(sorted(positions.tolist())) for positions, _ in epochs}) == 3
+
+
+def test_class_weights_make_every_class_weigh_the_same(imbalanced_cache):
+    from affectexp.training.inputs import class_weights
+
+    _, labels = imbalanced_cache
+    weights = class_weights(labels, 3)
+    assert weights == pytest.approx({0: 56 / (3 * 40), 1: 56 / (3 * 10), 2: 56 / (3 * 6)})
+    assert sum(weights[c] * count for c, count in enumerate(CACHE_COUNTS)) == pytest.approx(len(labels))
+
+
+def test_streaming_reads_every_face_once_per_epoch_a_window_at_a_time(imbalanced_cache, monkeypatch):
+    """More chunks than the window and than the chunks kept: each epoch reads every chunk once,
+    mixes the rows of the chunks of one window, and keeps a bounded number of chunks."""
+    from affectexp.training.inputs import SHUFFLE_WINDOW_CHUNKS, CacheBatches
+
+    path, labels = imbalanced_cache
+    chunks = math.ceil(len(labels) / CACHE_CHUNK_ROWS)
+    kept = 2 * SHUFFLE_WINDOW_CHUNKS + 2
+    assert chunks > kept > SHUFFLE_WINDOW_CHUNKS  # the fixture exercises eviction
+    batches = CacheBatches(path, "train", 5, shuffle=True, seed=0, ram_budget_bytes=0)
+    reads = []
+    read_faces = batches.cache.read_faces
+    monkeypatch.setattr(batches.cache, "read_faces",
+                        lambda split, start, stop: reads.append(start) or read_faces(split, start, stop))
+    try:
+        orders, most_kept = [], 0
+        for epoch in range(3):
+            batches.set_epoch(epoch)
+            reads.clear()
+            for index in range(len(batches)):
+                faces, _ = batches[index]
+                orders.extend(positions_of(faces).tolist())
+                most_kept = max(most_kept, len(batches._chunks))
+            assert len(reads) == len(set(reads))  # no chunk read twice in an epoch
+            if epoch == 0:  # nothing kept yet: every chunk read
+                assert sorted(reads) == [CACHE_CHUNK_ROWS * c for c in range(chunks)]
+    finally:
+        batches.close()
+    assert most_kept <= kept
+    epochs = np.array(orders).reshape(3, len(labels))
+    for order in epochs:
+        np.testing.assert_array_equal(np.sort(order), np.arange(len(labels)))
+        chunk_of = order // CACHE_CHUNK_ROWS
+        window_rows = SHUFFLE_WINDOW_CHUNKS * CACHE_CHUNK_ROWS
+        first_window = chunk_of[:window_rows]
+        assert len(set(first_window.tolist())) == SHUFFLE_WINDOW_CHUNKS  # one window: its 4 chunks only
+        switches = np.count_nonzero(np.diff(first_window))
+        assert switches > 2 * SHUFFLE_WINDOW_CHUNKS  # rows of the window's chunks interleaved, not chunk by chunk
+    assert len({tuple(order) for order in epochs.tolist()}) == 3  # another order each epoch
+
+
+def test_final_evaluation_streams_a_split_larger_than_the_ram_budget(imbalanced_cache, monkeypatch):
+    import keras
+
+    from affectexp.data.cache import FaceCache
+    from affectexp.training.evaluation import predict_split
+
+    path, labels = imbalanced_cache
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(3, "softmax")])
+    read_rows = []
+    read_faces = FaceCache.read_faces
+    monkeypatch.setattr(FaceCache, "read_faces",
+                        lambda self, split, start, stop: read_rows.append(stop - start) or read_faces(self, split, start, stop))
+    in_memory = predict_split(model, path, "train", 8)
+    assert read_rows == [len(labels)]  # fits the default budget: read once
+    read_rows.clear()
+    streamed = predict_split(model, path, "train", 8, ram_budget_bytes=0)
+    assert max(read_rows) == CACHE_CHUNK_ROWS  # over the budget: a chunk at a time
+    np.testing.assert_array_equal(streamed[0], labels)
+    np.testing.assert_array_equal(streamed[0], in_memory[0])
+    np.testing.assert_allclose(streamed[1], in_memory[1], rtol=1e-6)
 
 
 def strong_augmentation_and_faces(cfg, count: int):

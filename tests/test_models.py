@@ -40,6 +40,22 @@ def test_every_model_maps_uint8_faces_to_class_probabilities(name, tmp_path):
     assert model.count_params() > 0
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_starts_by_standardising_the_uint8_faces(name, tmp_path):
+    """Normalisation inside the model: a saved model takes the faces as stored."""
+    import keras
+
+    from affectexp.models.layers import PerImageStandardization
+
+    model, _ = built(tmp_path, [f"model={name}"])
+    rescale, standardize = model.layers[1], model.layers[2]
+    assert isinstance(rescale, keras.layers.Rescaling) and rescale.scale == pytest.approx(1 / 255)
+    assert rescale.input is model.input and isinstance(standardize, PerImageStandardization)
+    standardized = np.asarray(keras.Model(model.input, standardize.output)(faces().astype(np.float32)))
+    np.testing.assert_allclose(standardized.mean(axis=(1, 2, 3)), 0.0, atol=1e-4)
+    np.testing.assert_allclose(standardized.std(axis=(1, 2, 3)), 1.0, atol=1e-3)
+
+
 @pytest.mark.parametrize("name", ["mobilenet_v3", "efficientnet"])
 def test_application_backbones_get_momentum_and_l2_from_config(name, tmp_path):
     import keras
@@ -47,7 +63,14 @@ def test_application_backbones_get_momentum_and_l2_from_config(name, tmp_path):
     model, _ = built(tmp_path, [f"model={name}", "model.batch_norm_momentum=0.8", "model.l2=1e-3"])
     norms = [layer for layer in iter_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     assert norms and {layer.momentum for layer in norms} == {0.8}
-    assert len(model.losses) > 10  # one L2 term per convolution and dense kernel
+    # One L2 term per convolution and dense kernel of the backbone (depthwise kernels, a few
+    # weights each, are not penalised): 1e-3 * the sum of its squared weights.
+    [backbone] = [layer for layer in model.layers if hasattr(layer, "layers")]
+    penalised = [layer.kernel for layer in iter_layers(backbone) if isinstance(layer, (keras.layers.Conv2D,
+                                                                                       keras.layers.Dense))]
+    assert len(model.losses) == len(penalised) > 10
+    expected = sum(1e-3 * float(np.sum(np.square(np.asarray(kernel)))) for kernel in penalised)
+    assert float(sum(np.asarray(loss) for loss in model.losses)) == pytest.approx(expected, rel=1e-4)
 
 
 def iter_layers(model):

@@ -135,14 +135,14 @@ def test_a_finished_run_is_not_trained_again(uninterrupted):
 
 @pytest.mark.slow
 def test_a_second_writer_stops_at_once_naming_the_first(built_cache, tmp_path):
-    from affectexp.locks import Locked
+    from affectexp.locks import LockHeld
     from affectexp.training.run import train
 
     cfg = resume_config(built_cache[1], tmp_path)
     first = start_train(cfg, "epoch_committed:1")
     try:
         wait_until_stopped(first, "epoch_committed:1")
-        with pytest.raises(Locked, match=rf"pid {first.pid}\b.*run of this config"):
+        with pytest.raises(LockHeld, match=rf"paths.runs_dir: .* is being written by process {first.pid}\b"):
             train(cfg)
         # Its CLI form: one line, exit status 1, and the first process's run untouched.
         command = [sys.executable, "train.py", f"paths.root={cfg.paths.root}", "cache.size=48",
@@ -151,7 +151,7 @@ def test_a_second_writer_stops_at_once_naming_the_first(built_cache, tmp_path):
         assert second.returncode == 1
         output = second.stdout + second.stderr
         errors = [line for line in output.splitlines() if "ERROR" in line]
-        assert len(errors) == 1 and f"pid {first.pid}" in errors[0] and "Traceback" not in output, output[-3000:]
+        assert len(errors) == 1 and f"process {first.pid} " in errors[0] and "Traceback" not in output, output[-3000:]
     finally:
         kill(first)
     client, run = the_run(cfg)

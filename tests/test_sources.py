@@ -221,3 +221,24 @@ def test_folder_without_class_folders_names_what_it_found_in_one_line(tmp_path):
         "dataset=folder", f"dataset.root={root}", "dataset.tree=copy1", "cache.size=16", "num_workers=0",
         "split.val_fraction=0"])
     assert run_preprocess(chosen).faces_written == 1
+
+
+def test_every_folder_file_is_in_the_cache_or_the_report_and_hidden_files_are_passed_over(tmp_path):
+    root = make_tree(tmp_path / "tree", ["train", "test"], per_class=2)
+    write_image(root / "train" / "loose", 60, ".jpg")  # an image outside any class folder
+    write_image(root / "train" / "happy" / ".hidden", 60, ".jpg")  # e.g. macOS' ._ resource forks
+    (root / "train" / "happy" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    write_image(root / "test" / ".thumbnails" / "happy", 60, ".jpg")
+    cfg = compose_config("preprocess", tmp_path / "work", [
+        "dataset=folder", f"dataset.root={root}", "classes=basic5", "cache.size=16", "num_workers=0",
+        "split.val_fraction=0"])
+    summary = run_preprocess(cfg)
+    with FaceCache(cfg.cache.path) as cache:
+        cached = cache.file["source_row"].asstr()[:].tolist()
+    report = pd.read_csv(summary.report_path)
+    files = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+    hidden = {f for f in files if any(part.startswith(".") for part in Path(f).parts)}
+    assert len(hidden) == 3
+    accounted = cached + report["row_id"].tolist()
+    assert sorted(accounted) == sorted(files - hidden)  # each visible file once, hidden ones never
+    assert report.loc[report["row_id"] == "train/loose.jpg", "reason"].tolist() == ["no_class_folder"]

@@ -183,8 +183,9 @@ def test_render_face_returns_the_documented_types(code):
         tolerance = 1.0  # the box is rounded to whole pixels
         assert (face.landmarks[:, 0] >= x - tolerance).all() and (face.landmarks[:, 0] <= x + w + tolerance).all()
         assert (face.landmarks[:, 1] >= y - tolerance).all() and (face.landmarks[:, 1] <= y + h + tolerance).all()
-    else:
-        assert code < 10 or (face.valence, face.arousal) == (NOT_ANNOTATED, NOT_ANNOTATED)
+        assert -1.0 <= face.valence <= 1.0 and -1.0 <= face.arousal <= 1.0
+    else:  # codes 8-10 (none, uncertain, non-face) are not annotated, as in AffectNet
+        assert (face.valence, face.arousal) == (NOT_ANNOTATED, NOT_ANNOTATED)
 
 
 def eye_line_degrees(face: SyntheticFace) -> float:

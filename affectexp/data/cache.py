@@ -39,7 +39,20 @@ COLUMNS = {
 
 
 class CacheError(UserInputError):
-    """A cache that is missing, unfinished or of another schema version."""
+    """A cache that is missing, unfinished, unreadable or of another schema version."""
+
+
+REBUILD = "rebuild it with preprocess.py and overwrite=true"
+
+
+def _open_failure(error: OSError) -> str:
+    """What h5py's "Unable to open file (<detail>)" means, in a few words."""
+    detail = str(error).rpartition("(")[2].rstrip(")")
+    if "file signature not found" in detail:
+        return "not an HDF5 file"
+    if "truncated file" in detail:
+        return "truncated: shorter than its header says, as after an interrupted copy"
+    return detail
 
 
 def create_layout(file: h5py.File, rows: int, face_shape: tuple[int, int, int], chunk_rows: int) -> None:
@@ -54,25 +67,40 @@ def create_layout(file: h5py.File, rows: int, face_shape: tuple[int, int, int], 
 
 
 class FaceCache:
-    """Read access to a finished cache. Refuses a cache of another schema version."""
+    """Read access to a finished cache. Refuses, naming the file, one that is not an HDF5 file,
+    is truncated or damaged, or is of another schema version."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         if not self.path.is_file():
             raise CacheError(f"cache.path: {self.path} does not exist")
-        self.file = h5py.File(self.path, "r")
-        version = int(self.file.attrs.get("schema_version", -1))
-        if version != SCHEMA_VERSION:
+        try:
+            self.file = h5py.File(self.path, "r")
+        except OSError as error:
+            raise CacheError(f"cache.path: {self.path} cannot be read as a cache ({_open_failure(error)}); "
+                             f"{REBUILD}") from None
+        try:
+            self._read_layout()
+        except BaseException:
             self.file.close()
+            raise
+
+    def _read_layout(self) -> None:
+        if "schema_version" not in self.file.attrs:
+            raise CacheError(f"cache.path: {self.path} is an HDF5 file but not a face cache; {REBUILD}")
+        version = int(self.file.attrs["schema_version"])
+        if version != SCHEMA_VERSION:
             raise CacheError(
-                f"{self.path}: cache schema version {version}, this affectexp reads version {SCHEMA_VERSION}; "
-                "rebuild it with preprocess.py and overwrite=true"
+                f"{self.path}: cache schema version {version}, this affectexp reads version {SCHEMA_VERSION}; {REBUILD}"
             )
-        self.faces = self.file["faces"]
-        self.class_names: list[str] = json.loads(self.file.attrs["class_names"])
-        self.split_ranges: dict[str, tuple[int, int]] = {
-            k: tuple(v) for k, v in json.loads(self.file.attrs["split_ranges"]).items()
-        }
+        try:
+            self.faces = self.file["faces"]
+            self.class_names: list[str] = json.loads(self.file.attrs["class_names"])
+            self.split_ranges: dict[str, tuple[int, int]] = {
+                k: tuple(v) for k, v in json.loads(self.file.attrs["split_ranges"]).items()
+            }
+        except (KeyError, ValueError) as error:  # ValueError: JSON that does not parse
+            raise CacheError(f"cache.path: {self.path} is damaged ({error}); {REBUILD}") from None
 
     @property
     def face_shape(self) -> tuple[int, int, int]:

@@ -6,13 +6,22 @@ written to segment files, `<cache>.parts/segment-<first row>.h5`, each renamed i
 once complete, and the cache is assembled from complete segments at the end and renamed into
 place in turn. A rerun with the same inputs (same fingerprint) skips the rows of complete
 segments and produces the same file, byte for byte in its datasets, as an uninterrupted run.
+
+A run that fails or is interrupted (a full disk, Ctrl-C) deletes the file it was writing, the
+open segment's `.tmp` or the cache's `.partial`, and keeps the complete segments to resume from.
+Room is checked before each file is started (see check_room): HDF5 cannot close a file whose
+metadata it failed to write ("slist already enabled"), and the process then crashes at exit.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
+import math
 import os
+import resource
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +29,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from affectexp.data.cache import COLUMNS, SCHEMA_VERSION, create_layout
+from affectexp.data.cache import COLUMNS, SCHEMA_VERSION, CacheError, create_layout
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +38,17 @@ FINGERPRINT_FILE = "fingerprint"
 _FAILED_INDEX = "failed_index"  # segments only: table rows that produced no face, and why
 _FAILED_REASON = "failed_reason"
 _ROW_DATASETS = ("faces", *COLUMNS, "source_row")
+
+
+# Write errors that more room (or a higher limit) cures: disk full, quota, file-size limit.
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+# Allowances in check_room's estimate, generous on purpose (too little room must never reach
+# HDF5): text bytes a row (source_row, failure reasons) and the layout's own metadata.
+_TEXT_BYTES_PER_ROW = 256
+_METADATA_BYTES = 256 * 1024
+# Files that HDF5 could not close after a failed write: kept referenced, so that h5py never
+# retries the close in a destructor, where it crashes the process (see discard).
+_UNCLOSABLE: list[h5py.File] = []
 
 
 def partial_path(path: Path) -> Path:
@@ -52,6 +72,7 @@ class CacheWriter:
         self.segments = sorted(self.parts.glob("segment-*.h5"))
         self.rows_done = sum(_segment_rows(s) for s in self.segments)
         self._segment: h5py.File | None = None
+        self._datasets: dict[str, h5py.Dataset] = {}  # the open segment's, held: see assemble
         self._segment_chunks = 0
 
     def _prepare_parts(self, fingerprint: str) -> None:
@@ -71,13 +92,14 @@ class CacheWriter:
         its rows that produced none."""
         if self._segment is None:
             self._segment = self._open_segment()
-        segment = self._segment
-        _append(segment, "faces", faces)
+            self._datasets = {name: self._segment[name] for name in (*_ROW_DATASETS, _FAILED_INDEX, _FAILED_REASON)}
+        segment, datasets = self._segment, self._datasets
+        _append(datasets["faces"], faces)
         for name in COLUMNS:
-            _append(segment, name, columns[name])
-        _append(segment, "source_row", source_rows)
-        _append(segment, _FAILED_INDEX, failed_index)
-        _append(segment, _FAILED_REASON, failed_reasons)
+            _append(datasets[name], columns[name])
+        _append(datasets["source_row"], source_rows)
+        _append(datasets[_FAILED_INDEX], failed_index)
+        _append(datasets[_FAILED_REASON], failed_reasons)
         segment.attrs["rows_consumed"] = int(segment.attrs["rows_consumed"]) + rows_consumed
         self._segment_chunks += 1
         if self._segment_chunks == SEGMENT_CHUNKS:
@@ -85,11 +107,17 @@ class CacheWriter:
 
     def _open_segment(self) -> h5py.File:
         path = self.parts / f"segment-{self.rows_done:012d}.h5.tmp"
+        check_room(path, file_bytes(SEGMENT_CHUNKS * self.chunk_rows, self.face_shape, self.chunk_rows))
         segment = h5py.File(path, "w")
-        create_layout(segment, 0, self.face_shape, self.chunk_rows)
-        segment.create_dataset(_FAILED_INDEX, shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1024,))
-        segment.create_dataset(_FAILED_REASON, shape=(0,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(1024,))
-        segment.attrs["rows_consumed"] = 0
+        try:
+            create_layout(segment, 0, self.face_shape, self.chunk_rows)
+            segment.create_dataset(_FAILED_INDEX, shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1024,))
+            segment.create_dataset(_FAILED_REASON, shape=(0,), maxshape=(None,), dtype=h5py.string_dtype(),
+                                   chunks=(1024,))
+            segment.attrs["rows_consumed"] = 0
+        except BaseException:
+            discard(segment)
+            raise
         return segment
 
     def seal(self) -> None:
@@ -98,8 +126,8 @@ class CacheWriter:
             return
         tmp = Path(self._segment.filename)
         rows = int(self._segment.attrs["rows_consumed"])
-        self._segment.close()
-        self._segment, self._segment_chunks = None, 0
+        close_written(self._segment)
+        self._segment, self._datasets, self._segment_chunks = None, {}, 0
         final = tmp.with_suffix("")  # drop ".tmp"
         os.replace(tmp, final)
         self.segments.append(final)
@@ -125,10 +153,16 @@ class CacheWriter:
         shutil.rmtree(self.parts)
         return self.path
 
+    def abandon(self) -> None:
+        """Delete the segments and their folder: a run that cannot become a cache."""
+        self.close()
+        shutil.rmtree(self.parts, ignore_errors=True)
+
     def close(self) -> None:
-        """Stop without sealing: an unfinished segment stays a .tmp and is redone on resume."""
-        if self._segment is not None and self._segment.id.valid:
-            self._segment.close()
+        """Stop without sealing: an unfinished segment is deleted; its rows are redone on resume."""
+        if self._segment is not None:
+            discard(self._segment)
+            self._segment, self._datasets, self._segment_chunks = None, {}, 0
 
 
 def concat_column(files: list[Path], name: str) -> np.ndarray:
@@ -149,24 +183,106 @@ def assemble(path: Path, parts: list[Path], face_shape: tuple[int, int, int], ch
     (segments of one run, or the shards of several).
     """
     total = sum(_segment_faces(part) for part in parts)
-    partial = partial_path(path)
-    with h5py.File(partial, "w") as cache:
-        create_layout(cache, total, face_shape, chunk_rows)
-        offset = 0
-        for window in _row_windows(parts, chunk_rows):
-            stop = offset + len(window["faces"])
-            for name, values in window.items():
-                cache[name][offset:stop] = values
-            offset = stop
-        cache.attrs["schema_version"] = SCHEMA_VERSION
-        for key, value in attrs.items():
-            cache.attrs[key] = value if isinstance(value, (int, float, str)) else json.dumps(value)
-    os.replace(partial, path)
+    with replaced_when_complete(path, partial_path(path)) as partial:
+        check_room(partial, file_bytes(total, face_shape, chunk_rows) + len(json.dumps(attrs)))
+        cache = h5py.File(partial, "w")
+        try:
+            create_layout(cache, total, face_shape, chunk_rows)
+            # Held until the file is closed: a dataset released while the file is open flushes its
+            # chunks; on a full disk that write fails where no one can catch it, h5py prints a
+            # traceback, and the file can no longer be closed (measured).
+            datasets = {name: cache[name] for name in _ROW_DATASETS}
+            offset = 0
+            for window in _row_windows(parts, chunk_rows):
+                stop = offset + len(window["faces"])
+                for name, values in window.items():
+                    datasets[name][offset:stop] = values
+                offset = stop
+            cache.attrs["schema_version"] = SCHEMA_VERSION
+            for key, value in attrs.items():
+                cache.attrs[key] = value if isinstance(value, (int, float, str)) else json.dumps(value)
+            close_written(cache)
+        except BaseException:
+            discard(cache)
+            raise
     return path
 
 
-def _append(file: h5py.File, name: str, values) -> None:
-    dataset = file[name]
+@contextlib.contextmanager
+def replaced_when_complete(path: Path, partial: Path) -> Iterator[Path]:
+    """Yield `partial` to write; renamed to `path` if the block completes, deleted if it raises."""
+    try:
+        yield partial
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def file_bytes(rows: int, face_shape: tuple[int, int, int], chunk_rows: int) -> int:
+    """An upper bound on the size of a cache or segment file of `rows` faces (see create_layout)."""
+    face_rows = math.ceil(rows / chunk_rows) * chunk_rows
+    column_rows = math.ceil(rows / max(chunk_rows, 1024)) * max(chunk_rows, 1024)
+    column_bytes = sum(np.dtype(dtype).itemsize for dtype in COLUMNS.values())
+    text_rows = math.ceil(rows / 1024) * 1024  # source_row and the failure columns: 1024-row chunks
+    return (face_rows * math.prod(face_shape) + column_rows * column_bytes
+            + text_rows * 3 * 16 + rows * _TEXT_BYTES_PER_ROW + _METADATA_BYTES)
+
+
+def check_room(path: Path, nbytes: int) -> None:
+    """OSError (ENOSPC, or EFBIG past this process's file-size limit) unless `nbytes` can be written
+    at `path`. Checked before HDF5 starts the file: see the module docstring."""
+    free = shutil.disk_usage(path.parent).free
+    if free < nbytes:
+        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: {path} needs about {nbytes / 2**20:.1f} MB, "
+                                    f"{free / 2**20:.1f} MB are free")
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and limit < nbytes:
+        raise OSError(errno.EFBIG, f"{os.strerror(errno.EFBIG)}: {path} needs about {nbytes / 2**20:.1f} MB, "
+                                   f"past this process's file-size limit of {limit / 2**20:.1f} MB (ulimit -f)")
+
+
+def close_written(file: h5py.File) -> None:
+    """Close a file being written, flushing first: a flush that fails leaves it for discard()
+    to delete, where a close that fails half-way leaves datasets that crash the process when
+    released (measured: segmentation fault)."""
+    file.flush()
+    file.close()
+
+
+def discard(file: h5py.File) -> None:
+    """Delete an HDF5 file that is being written, and close it without keeping anything.
+
+    Emptied first, through its descriptor: on a full disk that frees its space, so that the
+    close can write what HDF5 still holds (a close that fails leaves HDF5 unable to close the
+    file at all; it is then kept open in _UNCLOSABLE until the process ends).
+    """
+    path = Path(file.filename)
+    if file.id.valid:
+        os.ftruncate(file.id.get_vfd_handle(), 0)
+        path.unlink(missing_ok=True)
+        try:
+            file.close()
+        except (OSError, RuntimeError):  # h5py raises either for a failed write
+            _UNCLOSABLE.append(file)
+    path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def full_disk_as_error(cache_path: Path) -> Iterator[None]:
+    """Turn a write that failed for want of room into a CacheError naming the file and the folder."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in _NO_ROOM:
+            raise
+        raise CacheError(
+            f"cache.path: no room to write {cache_path} ({error.strerror}); free space in {cache_path.parent} "
+            "or choose another cache.path, then rerun the same command to continue"
+        ) from None
+
+
+def _append(dataset: h5py.Dataset, values) -> None:
     start = dataset.shape[0]
     dataset.resize(start + len(values), axis=0)
     if len(values):

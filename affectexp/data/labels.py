@@ -62,14 +62,6 @@ def fer2013_to_affectnet() -> list[int]:
     return [expression_code_of_name(name) for name in FER2013_EXPRESSIONS]
 
 
-# Commonly used class sets, named by their expressions (the label is the position).
-CLASS_SETS: dict[str, tuple[str, ...]] = {
-    "basic5": ("neutral", "happy", "sad", "surprise", "anger"),
-    "basic7": ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger"),
-    "affectnet8": ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt"),
-}
-
-
 class ClassSet:
     """An ordered set of expression names; maps AffectNet codes to labels 0..K-1.
 
@@ -97,8 +89,3 @@ class ClassSet:
     def label_of_code(self, code: int) -> int:
         """Label (0..K-1) of an AffectNet expression code, or -1 when the set leaves it out."""
         return self._label_of_code.get(int(code), -1)
-
-    def label_of_name(self, name: str) -> int:
-        """Label of an expression name (case-insensitive, 'angry' style aliases accepted), or -1."""
-        canonical = canonical_name(name)
-        return self.names.index(canonical) if canonical in self.names else -1

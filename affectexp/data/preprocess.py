@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -20,7 +21,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from affectexp.data.cache_writer import CacheWriter
+from affectexp.config import check_values
+from affectexp.data.cache import CacheError
+from affectexp.data.cache_writer import CacheWriter, full_disk_as_error, partial_path, replaced_when_complete
 from affectexp.data.faces import FaceSpec
 from affectexp.data.labels import ClassSet
 from affectexp.data.shards import check_shard, merge_shards, shard_bounds, shard_fingerprint, shard_path
@@ -29,6 +32,7 @@ from affectexp.data.splits import assign_validation
 from affectexp.data.summary import (
     PreprocessSummary,
     cache_attrs,
+    check_training_faces,
     content_config,
     report_path_of,
     reuse_existing,
@@ -36,6 +40,8 @@ from affectexp.data.summary import (
 )
 from affectexp.data.workers import ChunkResult, ChunkTask, crop_chunk, init_worker, start_worker_process
 from affectexp.errors import UserInputError
+from affectexp.locks import exclusive_lock
+from affectexp.processes import children_ignore_interrupts
 
 log = logging.getLogger(__name__)
 
@@ -62,22 +68,27 @@ def run_preprocess(cfg: DictConfig) -> PreprocessSummary:
     """Build the cache at cfg.cache.path from cfg.dataset, or reuse it if it is up to date.
 
     With shard.count > 1 only shard shard.index of the rows is cropped, into its shard file;
-    with merge=true the shard files are joined into cfg.cache.path (see shards.py).
+    with merge=true the shard files are joined into cfg.cache.path (see shards.py). One process
+    at a time writes a given file: a second one stops at once with LockHeld, naming the first.
     """
+    check_values(cfg)  # bad values stop here, before any work
     class_set = ClassSet(list(cfg.classes.names))
     check_shard(cfg.shard.index, cfg.shard.count)
-    resolve_workers(cfg.num_workers)  # a bad value stops here, before any work
+    resolve_workers(cfg.num_workers)
     cache_path = Path(cfg.cache.path)
-    source = instantiate(cfg.dataset)
-    source.prepare()
-    started = time.perf_counter()
-    rows, skipped, rows_read = labelled_rows(cfg, source, class_set)
-    cfg = recorded_config(cfg, source)
-    fingerprint = content_fingerprint(cfg, rows)
-    if cfg.merge:
-        return merge_shards(cfg, class_set, fingerprint, rows_read, started)
-    job = shard_job(CacheJob(cache_path, rows, skipped, fingerprint), cfg.shard.index, cfg.shard.count)
-    return build_cache(cfg, job, class_set, rows_read, started)
+    sharded = cfg.shard.count > 1 and not cfg.merge
+    written = shard_path(cache_path, cfg.shard.index, cfg.shard.count) if sharded else cache_path
+    with exclusive_lock(written, "cache.path"):
+        source = instantiate(cfg.dataset)
+        source.prepare()
+        started = time.perf_counter()
+        rows, skipped, rows_read = labelled_rows(cfg, source, class_set)
+        cfg = recorded_config(cfg, source)
+        fingerprint = content_fingerprint(cfg, rows)
+        if cfg.merge:
+            return merge_shards(cfg, class_set, fingerprint, rows_read, started)
+        job = shard_job(CacheJob(cache_path, rows, skipped, fingerprint), cfg.shard.index, cfg.shard.count)
+        return build_cache(cfg, job, class_set, rows_read, started)
 
 
 def labelled_rows(cfg: DictConfig, source, class_set: ClassSet) -> tuple[pd.DataFrame, list[pd.DataFrame], int]:
@@ -140,28 +151,41 @@ def build_cache(cfg: DictConfig, job: CacheJob, class_set: ClassSet, rows_read: 
         return reused
     spec = face_spec(cfg)
     rows = job.rows
-    writer = CacheWriter(job.path, (spec.size, spec.size, spec.channels), cfg.cache.chunk_rows, job.fingerprint)
-    try:
-        if writer.rows_done:
-            log.info("Resuming %s after %d of %d rows", writer.parts, writer.rows_done, len(rows))
-        crop_into(writer, rows, spec, cfg.cache.chunk_rows, resolve_workers(cfg.num_workers))
-        writer.seal()
-        failed_index, failed_reasons = writer.failures()
-        failures = rows.iloc[failed_index][["row_id", "path"]].assign(reason=failed_reasons)
-        report = concat_skipped([*job.skipped, failures])
-        report_path = report_path_of(job.path)
-        report.to_csv(report_path, index=False)
-        summary = PreprocessSummary(
-            job.path, report_path, rows_read,
-            written_counts(writer.column("split"), writer.column("labels"), class_set),
-            report["reason"].value_counts().to_dict(), time.perf_counter() - started,
-        )
-        attrs = cache_attrs(cfg, class_set, summary, job.fingerprint)
-        writer.finish(attrs if job.shard is None else {**attrs, "shard": job.shard})
-    finally:
-        writer.close()
+    with full_disk_as_error(job.path):
+        writer = CacheWriter(job.path, (spec.size, spec.size, spec.channels), cfg.cache.chunk_rows, job.fingerprint)
+        try:
+            if writer.rows_done:
+                log.info("Resuming %s after %d of %d rows", writer.parts, writer.rows_done, len(rows))
+            crop_into(writer, rows, spec, cfg.cache.chunk_rows, resolve_workers(cfg.num_workers))
+            writer.seal()
+            failed_index, failed_reasons = writer.failures()
+            failures = rows.iloc[failed_index][["row_id", "path"]].assign(reason=failed_reasons)
+            report = concat_skipped([*job.skipped, failures])
+            report_path = report_path_of(job.path)
+            write_report(report, report_path)
+            summary = PreprocessSummary(
+                job.path, report_path, rows_read,
+                written_counts(writer.column("split"), writer.column("labels"), class_set),
+                report["reason"].value_counts().to_dict(), time.perf_counter() - started,
+            )
+            if job.shard is None:  # a shard may hold only val or test rows; the merge checks the whole
+                try:
+                    check_training_faces(summary)
+                except CacheError:
+                    writer.abandon()  # every row was consumed: nothing is worth resuming
+                    raise
+            attrs = cache_attrs(cfg, class_set, summary, job.fingerprint)
+            writer.finish(attrs if job.shard is None else {**attrs, "shard": job.shard})
+        finally:
+            writer.close()
     log.info("Preprocessing done\n%s", summary.table())
     return summary
+
+
+def write_report(report: pd.DataFrame, path: Path) -> None:
+    """The skipped-row report as CSV at `path`, in place only once complete."""
+    with replaced_when_complete(path, partial_path(path)) as partial:
+        report.to_csv(partial, index=False)
 
 
 def resolve_workers(num_workers: int | None) -> int:
@@ -183,8 +207,9 @@ FINGERPRINT_ROWS = 65_536
 
 
 def content_fingerprint(cfg: DictConfig, rows: pd.DataFrame) -> str:
-    """Hash of the content-deciding config and of every row (path, box, label, split, and
-    where present the landmarks used for alignment and the place of text-encoded pixels)."""
+    """Hash of the content-deciding config, of every row (path, box, label, split, and where
+    present the landmarks used for alignment and the place of text-encoded pixels) and of
+    each file the rows name (its size and modification time: see file_stamps)."""
     digest = hashlib.sha256()
     sections = content_config(cfg)
     sections["cache"].pop("path", None)
@@ -196,7 +221,27 @@ def content_fingerprint(cfg: DictConfig, rows: pd.DataFrame) -> str:
     for start in range(0, len(rows), FINGERPRINT_ROWS):  # hashed in parts: no per-row array of the whole table
         part = rows.iloc[start:start + FINGERPRINT_ROWS][columns]
         digest.update(pd.util.hash_pandas_object(part, index=False).to_numpy().tobytes())
+    digest.update(file_stamps(rows["path"]).tobytes())
     return digest.hexdigest()
+
+
+def file_stamps(paths: pd.Series) -> np.ndarray:
+    """(size in bytes, modification time in ns) of each distinct file of `paths`, in order of
+    first appearance, (-1, -1) where it is missing; (n, 2) int64.
+
+    What makes a cache stale when images are added, removed or rewritten under the same
+    names, as `make` and rsync judge files: one stat a file, nothing read (measured here: 20 ms
+    for 5,000 files, so about 4 s for a million).
+    """
+    unique = pd.unique(paths.to_numpy())
+    stamps = np.full((len(unique), 2), -1, dtype=np.int64)
+    for i, path in enumerate(unique):
+        try:
+            status = os.stat(path)
+        except OSError:  # missing or unreachable: the crop reports it; a later stat that works changes the stamp
+            continue
+        stamps[i] = status.st_size, status.st_mtime_ns
+    return stamps
 
 
 def chunk_tasks(rows: pd.DataFrame, spec: FaceSpec, chunk_rows: int, start: int) -> Iterator[ChunkTask]:
@@ -230,7 +275,9 @@ def crop_in_order(tasks: Iterator[ChunkTask], num_workers: int) -> Iterator[Chun
         return
     # spawn, not fork: the parent may have started threads (TensorFlow in a notebook or a test).
     context = multiprocessing.get_context("spawn")
-    with context.Pool(num_workers, initializer=start_worker_process) as pool:
+    with children_ignore_interrupts():  # Ctrl-C is this process's to handle: it ends the pool
+        pool = context.Pool(num_workers, initializer=start_worker_process)
+    with pool:
         pending: collections.deque = collections.deque()
         for task in tasks:
             pending.append(pool.apply_async(crop_chunk, (task,)))
@@ -242,8 +289,11 @@ def crop_in_order(tasks: Iterator[ChunkTask], num_workers: int) -> Iterator[Chun
 
 def crop_into(writer: CacheWriter, rows: pd.DataFrame, spec: FaceSpec, chunk_rows: int, workers: int) -> None:
     """Crop the rows the writer has not consumed yet into it, chunk by chunk, in row order."""
-    with tqdm(total=len(rows), initial=writer.rows_done, unit="img", desc="preprocess", smoothing=0.1) as progress:
-        for result in crop_in_order(chunk_tasks(rows, spec, chunk_rows, writer.rows_done), workers):
+    results = crop_in_order(chunk_tasks(rows, spec, chunk_rows, writer.rows_done), workers)
+    # closing: on an error or Ctrl-C the workers end here, not whenever the traceback is freed
+    with tqdm(total=len(rows), initial=writer.rows_done, unit="img", desc="preprocess", smoothing=0.1) as progress, \
+            contextlib.closing(results):
+        for result in results:
             chunk = rows.iloc[result.index:result.index + len(result.reasons)]
             ok = result.ok
             kept = chunk[ok]

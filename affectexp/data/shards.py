@@ -19,9 +19,22 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from affectexp.data.cache import FaceCache
-from affectexp.data.cache_writer import assemble, concat_column
+from affectexp.data.cache_writer import (
+    assemble,
+    concat_column,
+    full_disk_as_error,
+    partial_path,
+    replaced_when_complete,
+)
 from affectexp.data.labels import ClassSet
-from affectexp.data.summary import PreprocessSummary, cache_attrs, report_path_of, reuse_existing, written_counts
+from affectexp.data.summary import (
+    PreprocessSummary,
+    cache_attrs,
+    check_training_faces,
+    report_path_of,
+    reuse_existing,
+    written_counts,
+)
 from affectexp.errors import UserInputError
 
 log = logging.getLogger(__name__)
@@ -79,7 +92,8 @@ def shard_paths(cache_path: Path, count: int, whole_fingerprint: str) -> list[Pa
 
 def merge_reports(reports: list[Path], target: Path) -> None:
     """Concatenate the shards' skipped-row CSVs into `target`, keeping the first header only."""
-    with open(target, "w", encoding="utf-8", newline="") as out:
+    with replaced_when_complete(target, partial_path(target)) as partial, \
+            open(partial, "w", encoding="utf-8", newline="") as out:
         for i, report in enumerate(reports):
             with open(report, encoding="utf-8", newline="") as part:
                 header = part.readline()
@@ -108,16 +122,18 @@ def merge_shards(cfg: DictConfig, class_set: ClassSet, fingerprint: str, rows_re
     shards = shard_paths(cache_path, cfg.shard.count, fingerprint)
     reports = [report_path_of(path) for path in shards]
     report_path = report_path_of(cache_path)
-    merge_reports(reports, report_path)
-    reasons = pd.read_csv(report_path, usecols=["reason"], dtype=str, keep_default_na=False)["reason"]
-    summary = PreprocessSummary(
-        cache_path, report_path, rows_read,
-        written_counts(concat_column(shards, "split"), concat_column(shards, "labels"), class_set),
-        reasons.value_counts().to_dict(), time.perf_counter() - started,
-    )
-    with FaceCache(shards[0]) as first:  # the shards' face shape and chunking are the cache's
-        face_shape, chunk_rows = first.face_shape, first.chunk_rows
-    assemble(cache_path, shards, face_shape, chunk_rows, cache_attrs(cfg, class_set, summary, fingerprint))
+    with full_disk_as_error(cache_path):
+        merge_reports(reports, report_path)
+        reasons = pd.read_csv(report_path, usecols=["reason"], dtype=str, keep_default_na=False)["reason"]
+        summary = PreprocessSummary(
+            cache_path, report_path, rows_read,
+            written_counts(concat_column(shards, "split"), concat_column(shards, "labels"), class_set),
+            reasons.value_counts().to_dict(), time.perf_counter() - started,
+        )
+        check_training_faces(summary)
+        with FaceCache(shards[0]) as first:  # the shards' face shape and chunking are the cache's
+            face_shape, chunk_rows = first.face_shape, first.chunk_rows
+        assemble(cache_path, shards, face_shape, chunk_rows, cache_attrs(cfg, class_set, summary, fingerprint))
     remove_shards(shards, reports)
     log.info("Merged %d shards\n%s", len(shards), summary.table())
     return summary

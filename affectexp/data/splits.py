@@ -16,10 +16,9 @@ def assign_validation(rows: pd.DataFrame, val_fraction: float, seed: int) -> pd.
     Sources that define their own validation rows (FER2013's PublicTest) keep them and lose
     no training rows. Returns the rows ordered split by split (train, val, test), each in
     source order, so that every split is one contiguous range of the cache; `split` and the
-    added `split_code` (uint8, index into SPLITS) hold the final split.
+    added `split_code` (uint8, index into SPLITS) hold the final split. `val_fraction` is in
+    [0, 1) (affectexp.config.check_values refuses any other value).
     """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"split.val_fraction: {val_fraction} is not in [0, 1)")
     codes = rows["split"].map({name: i for i, name in enumerate(SPLITS)}).to_numpy(dtype=np.uint8)
     if not (codes == _VAL).any() and val_fraction > 0:
         rng = np.random.default_rng(seed)

@@ -80,26 +80,43 @@ def cache_attrs(cfg: DictConfig, class_set: ClassSet, summary: PreprocessSummary
 def reuse_existing(cache_path: Path, fingerprint: str, overwrite: bool) -> PreprocessSummary | None:
     """The summary of an up-to-date cache at cache_path, None if it must be (re)built.
 
-    A cache built from other inputs is never replaced silently: that needs overwrite=true.
+    A cache built from other inputs (other settings, list rows, or image files: sizes and
+    modification times), or a file that is not a readable cache, is never replaced silently:
+    that needs overwrite=true.
     """
     if not cache_path.exists():
         return None
     try:
         with FaceCache(cache_path) as cache:
             existing = cache.file.attrs.get("fingerprint", "")
-            summary = cache.attr("summary")
-    except Exception as error:  # unreadable or another schema version: same rule as a mismatch
-        existing, summary = f"unreadable ({error})", None
+            summary = cache.attr("summary") if "summary" in cache.file.attrs else None
+    except CacheError:  # unreadable or another schema version: its message says to pass overwrite=true
+        if overwrite:
+            return None
+        raise
     if existing == fingerprint and summary is not None:
         log.info("Cache %s is up to date with its inputs: reusing it", cache_path)
         return PreprocessSummary(cache_path, report_path_of(cache_path), summary["rows_read"], summary["written"],
                                  summary["skipped"], 0.0, reused=True)
     if not overwrite:
         raise CacheError(
-            f"cache.path: {cache_path} was built from other inputs or settings; "
-            "pass overwrite=true to replace it, or choose another cache.path"
+            f"cache.path: {cache_path} was built from other inputs (settings, list rows, or images added, "
+            "removed or changed since); pass overwrite=true to rebuild it, or choose another cache.path"
         )
     return None
+
+
+def check_training_faces(summary: PreprocessSummary) -> None:
+    """Refuse a cache without a training face: CacheError naming the report and its main reasons."""
+    if sum(summary.written["train"].values()):
+        return
+    main = sorted(summary.skipped.items(), key=lambda item: (-item[1], item[0]))[:3]
+    reasons = ", ".join(f"{reason} {count}" for reason, count in main) or "none recorded"
+    raise CacheError(
+        f"cache.path: no training face could be cropped from {summary.rows_read} rows, so no cache was written "
+        f"(main reasons: {reasons}); see the skipped-row report {summary.report_path}, then fix dataset.root "
+        "or the faces.* settings"
+    )
 
 
 def report_path_of(cache_path: Path) -> Path:

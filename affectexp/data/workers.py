@@ -64,7 +64,8 @@ def init_worker() -> None:
 
 
 def start_worker_process() -> None:
-    """Initializer of the worker processes: they end with the process that started them."""
+    """Initializer of the worker processes: they end with the process that started them (which
+    starts them with Ctrl-C ignored: it ends them itself)."""
     exit_with_parent()
     init_worker()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from omegaconf import DictConfig
 import affectexp.models.layers  # noqa: F401  (registers the custom layers for loading models)
 import affectexp.training.losses  # noqa: F401  (registers the custom loss of compiled checkpoints)
 from affectexp import tracking
+from affectexp.config import check_values
 from affectexp.errors import UserInputError
 from affectexp.models.layers import class_names_of
 from affectexp.training.caches import open_cache
@@ -88,9 +90,11 @@ def model_classes(model: keras.Model, cache_names: Sequence[str]) -> list[str]:
     return list(cache_names)
 
 
-def predict_split(model: keras.Model, cache_path: str, split: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(true labels (n,) int64, predicted probabilities (n, k) float32) for one split of a cache."""
-    batches = CacheBatches(cache_path, split, batch_size, shuffle=False, seed=0)
+def predict_split(model: keras.Model, cache_path: str, split: str, batch_size: int,
+                  ram_budget_bytes: int = 2 << 30) -> tuple[np.ndarray, np.ndarray]:
+    """(true labels (n,) int64, predicted probabilities (n, k) float32) for one split of a cache,
+    read into memory when it fits in `ram_budget_bytes` (trainer.ram_budget_mb), else streamed."""
+    batches = CacheBatches(cache_path, split, batch_size, shuffle=False, seed=0, ram_budget_bytes=ram_budget_bytes)
     try:
         probabilities = model.predict(batches, verbose=0)
         return batches.labels, probabilities
@@ -111,11 +115,12 @@ def log_evaluation(metrics: dict, prefix: str) -> None:
 
 
 def evaluate_and_log(model: keras.Model, cache_path: str, split: str, class_names: Sequence[str], batch_size: int,
-                     restrict_to_cache_classes: bool = True) -> dict:
+                     restrict_to_cache_classes: bool = True, ram_budget_bytes: int = 2 << 30) -> dict:
     """Evaluate `model` on `split` of the cache whose classes are `class_names`, matching the
     model's classes by name; log it (EVALUATION_PREFIX names the metrics) and return the
-    metrics (see classification_metrics) with "evaluated_faces" and "skipped_faces" added."""
-    labels, probabilities = predict_split(model, cache_path, split, batch_size)
+    metrics (see classification_metrics) with "evaluated_faces" and "skipped_faces" added.
+    The split is streamed when it is larger than `ram_budget_bytes`."""
+    labels, probabilities = predict_split(model, cache_path, split, batch_size, ram_budget_bytes)
     match = match_classes(model_classes(model, class_names), class_names, restrict_to_cache_classes)
     y_true, y_pred = match.apply(labels, probabilities)
     metrics = classification_metrics(y_true, y_pred, match.names)
@@ -140,7 +145,31 @@ def load_saved_model(model_uri: str) -> keras.Model:
         path = Path(model_uri)
     if not path.is_file() or path.suffix != ".keras":
         raise UserInputError(f"model_uri: {model_uri} is not a .keras file (a path, or runs:/<run id>/model.keras)")
+    check_keras_archive(path)
     return keras.models.load_model(path, compile=False)
+
+
+# The members every archive that Keras 3's model.save writes holds.
+KERAS_ARCHIVE_MEMBERS = {"config.json", "metadata.json"}
+
+
+def check_keras_archive(path: Path) -> None:
+    """Refuse, naming the file, a .keras file that is not a saved Keras model.
+
+    Keras itself reports such a file as "File not found", which sends the user looking for
+    a file that exists.
+    """
+    reason = None
+    if not zipfile.is_zipfile(path):
+        reason = "it is not a zip archive, as every .keras file is (truncated, or another format)"
+    else:
+        with zipfile.ZipFile(path) as archive:
+            absent = KERAS_ARCHIVE_MEMBERS - set(archive.namelist())
+        if absent:
+            reason = f"its zip archive lacks {', '.join(sorted(absent))}"
+    if reason:
+        raise UserInputError(f"model_uri: {path} is not a Keras model: {reason}; pass a .keras file that "
+                             "train.py or keras' model.save wrote")
 
 
 def check_face_shape(model: keras.Model, face_shape: tuple[int, int, int], cache_path: str) -> None:
@@ -153,6 +182,7 @@ def check_face_shape(model: keras.Model, face_shape: tuple[int, int, int], cache
 
 def evaluate(cfg: DictConfig) -> float:
     """evaluate.py: cfg.model_uri on cfg.split of cfg.cache.path, in a new MLflow run; returns the accuracy."""
+    check_values(cfg)
     split = str(cfg.split)
     with open_cache(cfg) as cache:
         face_shape, cache_names, size = cache.face_shape, list(cache.class_names), cache.split_size(split)

@@ -145,8 +145,6 @@ def balanced_positions(labels: np.ndarray, balance: str, rng: np.random.Generato
     """
     if balance in ("none", "class_weight"):
         return np.arange(len(labels))
-    if balance not in ("oversample", "truncate"):
-        raise ValueError(f"trainer.balance: unknown mode {balance!r}")
     by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
     counts = [len(members) for members in by_class]
     picked = []

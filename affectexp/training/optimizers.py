@@ -10,7 +10,6 @@ OPTIMIZERS = {
     "adam": keras.optimizers.Adam,
     "adamw": keras.optimizers.AdamW,
     "sgd": keras.optimizers.SGD,
-    "rmsprop": keras.optimizers.RMSprop,
 }
 SCHEDULES = ("constant", "cosine")
 

@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from affectexp import locks, tracking
+from affectexp.config import check_values
 from affectexp.errors import ConfigError
 from affectexp.models.layers import with_class_names
 from affectexp.models.schema import check_model_config
@@ -71,7 +72,9 @@ def config_fingerprint(cfg: DictConfig) -> str:
 def check_config(cfg: DictConfig) -> None:
     """What the typed schemas cannot check, checked before anything is trained or logged:
     the model's keys and types against its builder, the optimizer and schedule names, the
-    objective, and the augmentation (built once)."""
+    objective, and the augmentation (built once); and those the schemas leave open (value ranges,
+    mandatory values left out: config.check_values)."""
+    check_values(cfg)
     check_model_config(cfg.model)
     check_optimizer_config(cfg.optimizer)
     check_objective(cfg.trainer.objective)
@@ -93,7 +96,7 @@ def train_and_evaluate(cfg: DictConfig, parent: tracking.Parent | None = None) -
     MLflow run from its last committed epoch (see commit.py) and ends as if never
     interrupted; rerunning it after it finished trains nothing and returns the finished
     run's metrics. Only one process at a time trains a config: a second one stops at once
-    (locks.Locked).
+    (locks.LockHeld).
     """
     check_config(cfg)
     with open_checked_cache(cfg) as cache:
@@ -101,7 +104,8 @@ def train_and_evaluate(cfg: DictConfig, parent: tracking.Parent | None = None) -
         evaluated = [split for split in OBJECTIVE_SPLITS if cache.split_size(split) > 0]
     work_dir = Path(cfg.paths.runs_dir) / config_fingerprint(cfg)
     experiment_id = tracking.configure_logger(cfg.logger)
-    with locks.exclusive(work_dir / "lock", f"run of this config ({work_dir})"):
+    # The config's run folder (runs/<config hash>), chosen by paths.runs_dir and the config itself.
+    with locks.exclusive_lock(work_dir / "run", "paths.runs_dir"):
         finished = tracking.recorded_run(work_dir, parent.run_id if parent else None)
         if finished is not None and finished.info.status == "FINISHED":
             log.info("This config already trained as MLflow run %s (%s); nothing to do. To train it again, "
@@ -115,7 +119,8 @@ def train_and_evaluate(cfg: DictConfig, parent: tracking.Parent | None = None) -
                 model = fit(cfg, face_shape, class_names, work_dir, state)
             metrics = {}
             for split in evaluated:
-                metrics[split] = evaluate_and_log(model, cfg.cache.path, split, class_names, cfg.trainer.batch_size)
+                metrics[split] = evaluate_and_log(model, cfg.cache.path, split, class_names, cfg.trainer.batch_size,
+                                                  ram_budget_bytes=cfg.trainer.ram_budget_mb << 20)
                 stop_point(f"evaluated:{split}")
             tracking.log_metrics_once({"train_seconds": state.train_seconds})
             log_run_artifacts(cfg, model, state.history_dict())

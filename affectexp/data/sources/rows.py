@@ -37,7 +37,6 @@ from omegaconf import DictConfig, open_dict
 from affectexp.data.cache import SPLITS
 from affectexp.errors import UserInputError
 
-ROW_COLUMNS = ("row_id", "path", "x", "y", "w", "h", "landmarks", "expression", "valence", "arousal", "split")
 SKIPPED_COLUMNS = ("row_id", "path", "reason")
 PIXEL_SPAN_COLUMNS = ("pixels_offset", "pixels_length")
 SPLIT_DTYPE = pd.CategoricalDtype(list(SPLITS))
