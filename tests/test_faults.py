@@ -113,13 +113,20 @@ def test_no_training_face_is_an_error_and_the_images_added_later_are_used(synthe
     root = tmp_path / "affectnet"
     images = copy_lists(synthetic_root, root)
     work = tmp_path / "work"
+    # Without an images folder the layout check refuses before any work, naming the override.
+    line = the_error_line(run_entry("preprocess.py", preprocess_args(root, work, "num_workers=0")))
+    assert "dataset.images" in line and not (work / "caches").exists()
+    # Every image present but empty (an interrupted copy): nothing can be cropped.
+    shutil.copytree(synthetic_root / layout.MANUAL_IMAGES_DIR, images)
+    for image in images.rglob("*.jpg"):
+        image.write_bytes(b"")
     line = the_error_line(run_entry("preprocess.py", preprocess_args(root, work, "num_workers=0")))
     report = cache_path_of(work).with_name("affectnet-gray32-basic5.skipped.csv")
     assert "no training face could be cropped" in line and f"see the skipped-row report {report}" in line
-    assert "main reasons: missing_file" in line
+    assert "main reasons: unreadable_image" in line
     assert sorted(p.name for p in (work / "caches").iterdir()) == [report.name]  # no cache, no segments
 
-    shutil.copytree(synthetic_root / layout.MANUAL_IMAGES_DIR, images)
+    shutil.copytree(synthetic_root / layout.MANUAL_IMAGES_DIR, images, dirs_exist_ok=True)
     cfg = compose_config("preprocess", work, preprocess_args(root, work, "num_workers=0")[1:])
     summary = run_preprocess(cfg)
     assert not summary.reused and sum(summary.written["train"].values()) > 0

@@ -70,14 +70,15 @@ def start_train(cfg, stop_at: str) -> subprocess.Popen:
     command = [sys.executable, "train.py", f"paths.root={cfg.paths.root}", "cache.size=48",
                f"cache.path={cfg.cache.path}", *TINY_MODEL, *RESUME_OVERRIDES]
     env = {**os.environ, "AFFECTEXP_STOP_AT": stop_at}
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)  # its output is a few kB: the pipe never fills
 
 
 def wait_until_stopped(process: subprocess.Popen, stop_at: str) -> None:
     while not stopped_state(process.pid):
         if process.poll() is not None:
             raise AssertionError(f"train.py ended (exit {process.returncode}) before reaching {stop_at}: "
-                                 f"{process.stderr.read().decode()[-2000:]}")
+                                 f"{process.stdout.read().decode()[-2000:]}")
         time.sleep(0.02)
 
 
@@ -85,7 +86,7 @@ def kill(process: subprocess.Popen) -> None:
     augmenting = worker_pids(process.pid)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    process.stderr.close()
+    process.stdout.close()
     assert not wait_until_ended(augmenting), "augmenting processes outlived the killed training"
 
 
@@ -150,7 +151,7 @@ def test_a_second_writer_stops_at_once_naming_the_first(built_cache, tmp_path):
         second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
         assert second.returncode == 1
         output = second.stdout + second.stderr
-        errors = [line for line in output.splitlines() if "ERROR" in line]
+        errors = [line for line in output.splitlines() if "][ERROR]" in line]  # logging's, not TensorFlow's
         assert len(errors) == 1 and f"process {first.pid} " in errors[0] and "Traceback" not in output, output[-3000:]
     finally:
         kill(first)
@@ -160,3 +161,28 @@ def test_a_second_writer_stops_at_once_naming_the_first(built_cache, tmp_path):
     client, run = the_run(cfg)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3]
     assert not running(first.pid)
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_training_in_one_line_and_the_rerun_continues(built_cache, tmp_path):
+    from affectexp.training.run import train
+
+    cfg = resume_config(built_cache[1], tmp_path)
+    process = start_train(cfg, "epoch_committed:1")
+    wait_until_stopped(process, "epoch_committed:1")
+    augmenting = worker_pids(process.pid)
+    process.send_signal(signal.SIGINT)  # delivered once the process runs again
+    process.send_signal(signal.SIGCONT)
+    process.wait(timeout=300)
+    output = process.stdout.read().decode()
+    process.stdout.close()
+    errors = [line for line in output.splitlines() if "][ERROR]" in line]  # logging's, not TensorFlow's
+    assert process.returncode == 130 and "Traceback" not in output, output[-3000:]
+    assert len(errors) == 1 and "interrupted; rerun the same command to continue" in errors[0]
+    assert not wait_until_ended(augmenting), "augmenting processes outlived the interrupted training"
+    client, run = the_run(cfg)
+    assert run.info.status == "FAILED"  # the run that raised ends FAILED, and the rerun continues it
+    train(cfg)
+    client, run = the_run(cfg)
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3]

@@ -64,6 +64,7 @@ def config_fingerprint(cfg: DictConfig) -> str:
     container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     run_name = container.pop("logger", {}).get("run_name")
     container.pop("paths", None)
+    container["cache"].pop("chunk_rows", None)  # training reads the cache's own chunking from the file
     if run_name is not None:
         container["run_name"] = run_name
     return hashlib.sha256(json.dumps(container, sort_keys=True).encode()).hexdigest()[:16]
