@@ -49,15 +49,6 @@ class StopOnNaN(keras.callbacks.Callback):
                                    "lower optimizer.lr or check the data")
 
 
-class MlflowEpochMetrics(keras.callbacks.Callback):
-    """Logs every epoch's metrics (and the learning rate) to the active MLflow run."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        metrics = {k: float(v) for k, v in (logs or {}).items()}
-        metrics["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        tracking.log_step_metrics(metrics, epoch + 1)
-
-
 def config_fingerprint(cfg: DictConfig) -> str:
     """Identity of a run for resuming: everything but where and how it is logged (a run's
     name, given on the command line, does count: another name is another run)."""
