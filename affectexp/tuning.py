@@ -123,9 +123,20 @@ def trial_overrides(values: dict[str, Any]) -> list[str]:
     return [f"{key}={override_value(value)}" for key, value in values.items()]
 
 
+def override_key(override: str) -> str:
+    return override.partition("=")[0].lstrip("+~")
+
+
+def merged_overrides(base: list[str], overrides: list[str]) -> list[str]:
+    """`base` less the keys that `overrides` set, then `overrides`: one value per key, so the
+    printed command says what the run used."""
+    keys = {override_key(o) for o in overrides}
+    return [o for o in base if override_key(o) not in keys] + list(overrides)
+
+
 def training_overrides(search_overrides: list[str]) -> list[str]:
     """The search's overrides less its tuner choice: what every trial trains with."""
-    return [o for o in search_overrides if not o.lstrip("+~").startswith("tuner")]
+    return [o for o in search_overrides if not override_key(o).startswith("tuner")]
 
 
 def compose_train_config(overrides: list[str]) -> DictConfig:
@@ -139,7 +150,8 @@ def compose_train_config(overrides: list[str]) -> DictConfig:
 
 def trial_name(number: int, values: dict[str, Any]) -> str:
     """"trial 3 lr=0.0032 dropout=0.2 augmentation=strong": the same number on the console and in MLflow."""
-    return f"trial {number} " + job_run_name(trial_overrides(values))
+    shown = {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in values.items()}
+    return f"trial {number} " + job_run_name(trial_overrides(shown))
 
 
 def tracked_tuner(base: type) -> type:
@@ -159,9 +171,10 @@ def tracked_tuner(base: type) -> type:
         def run_trial(self, trial, *args, **kwargs):
             hp = trial.hyperparameters
             values = {d.key: d.declare(hp) for d in self.dimensions}
-            overrides = [*self.base_overrides, *trial_overrides(values)]
+            chosen = trial_overrides(values)
             if "tuner/epochs" in hp.values:
-                overrides.append(f"trainer.epochs={hp.values['tuner/epochs']}")
+                chosen.append(f"trainer.epochs={hp.values['tuner/epochs']}")
+            overrides = merged_overrides(self.base_overrides, chosen)
             name = trial_name(int(trial.trial_id) + 1, values)
             log.info("%s: python train.py %s", name, " ".join(overrides))
             parent = tracking.Parent(self.parent_run_id, name, {TRIAL_TAG: trial.trial_id})
@@ -290,11 +303,17 @@ def search(cfg: DictConfig, overrides: list[str]) -> float:
         tuner.parent_run_id = parent.info.run_id
         tuner.search()
         best = tracking.summarise_children(parent.info.run_id, objective_metric(cfg.tuner.objective))
-        experiment = write_experiment(cfg, best_values(tuner, dimensions), project_dir)
+        if best is None:  # KerasTuner prints a failed trial's traceback and goes on
+            raise SearchError(f"no trial of the search finished (MLflow run {parent.info.run_id}); "
+                              "the trials' errors are printed above")
+        values = best_values(tuner, dimensions)
+        experiment = write_experiment(cfg, values, project_dir)
         mlflow.log_artifact(str(experiment))
+        # The experiment sets the best values; a command-line override of the same key would win over it.
+        others = [o for o in base_overrides if override_key(o) not in values]
         log.info("Best: %s (%s %.4f). Reproduce it with: python train.py --config-dir=%s experiment=%s %s",
                  best.info.run_name, cfg.tuner.objective, best_score(best, cfg.tuner.objective),
-                 experiment.parent.parent, cfg.tuner.export_name, " ".join(base_overrides))
+                 experiment.parent.parent, cfg.tuner.export_name, " ".join(others))
     return best_score(best, cfg.tuner.objective)
 
 

@@ -108,6 +108,26 @@ def tuner_config(built_cache, tmp_path, *overrides):
     return compose_config("train", root, arguments), arguments
 
 
+@pytest.mark.parametrize("tuner", ["bayesian", "hyperband"])
+def test_bayesian_and_hyperband_searches_train_their_trials(built_cache, tmp_path, tuner):
+    from affectexp.tuning import search
+
+    cfg, overrides = tuner_config(built_cache, tmp_path, f"tuner={tuner}", "trainer.epochs=2",
+                                  f"logger.experiment_name=search_{tuner}")
+    objective = search(cfg, overrides)
+    client, runs = runs_of(cfg.logger.tracking_uri, f"search_{tuner}")
+    [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    trials = children_of(runs, parent)
+    assert len(trials) >= 2 and all(t.info.status == "FINISHED" for t in trials)
+    best = max(trials, key=lambda t: t.data.metrics["best_val_accuracy"])
+    assert objective == best.data.metrics["best_val_accuracy"]
+    assert parent.data.tags["affectexp.best_run_id"] == best.info.run_id
+    # One value per key in each trial: the trial's own, not the search's base (augmentation=none).
+    assert {t.data.params["augmentation.name"] for t in trials} <= {"light", "strong"}
+    epochs = {int(t.data.params["trainer.epochs"]) for t in trials}
+    assert epochs == {2} if tuner == "bayesian" else epochs <= {1, 2}  # Hyperband: its tuner/epochs budget
+
+
 def test_tuner_search_logs_trials_as_nested_runs_and_exports_the_best(built_cache, tmp_path):
     from affectexp.tuning import search
 
