@@ -2,7 +2,8 @@
 
 Each test freezes a real train.py subprocess at a named moment (AFFECTEXP_STOP_AT: the
 process stops itself there with SIGSTOP), kills it with SIGKILL and reruns the same config.
-Reaching the moment is a condition, not a sleep, so a loaded machine only makes it slower.
+The test blocks until the kernel reports that stop (waitid), so a loaded machine only makes
+it slower.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -58,13 +58,6 @@ def uninterrupted(built_cache, tmp_path_factory):
     return (cfg, *the_run(cfg))
 
 
-def stopped_state(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
-    except FileNotFoundError:
-        return False
-
-
 def start_train(cfg, stop_at: str) -> subprocess.Popen:
     """train.py with cfg's paths and overrides, frozen when it reaches `stop_at`."""
     command = [sys.executable, "train.py", f"paths.root={cfg.paths.root}", "cache.size=48",
@@ -75,11 +68,16 @@ def start_train(cfg, stop_at: str) -> subprocess.Popen:
 
 
 def wait_until_stopped(process: subprocess.Popen, stop_at: str) -> None:
-    while not stopped_state(process.pid):
-        if process.poll() is not None:
-            raise AssertionError(f"train.py ended (exit {process.returncode}) before reaching {stop_at}: "
-                                 f"{process.stdout.read().decode()[-2000:]}")
-        time.sleep(0.02)
+    """Block until train.py has stopped itself at `stop_at` (or fail if it ended first).
+
+    waitid reports the child's stop itself, so nothing polls; WNOWAIT leaves its later exit
+    to Popen.wait.
+    """
+    info = os.waitid(os.P_PID, process.pid, os.WSTOPPED | os.WEXITED | os.WNOWAIT)
+    if info.si_code != os.CLD_STOPPED:
+        process.wait()
+        raise AssertionError(f"train.py ended (exit {process.returncode}) before reaching {stop_at}: "
+                             f"{process.stdout.read().decode()[-2000:]}")
 
 
 def kill(process: subprocess.Popen) -> None:
