@@ -38,13 +38,17 @@ def swept_keys(config: DictConfig) -> list[str]:
     return keys + [k for k in (params or {}) if k not in keys]
 
 
+def override_key(override: str) -> str:
+    """The key an override sets: "+model.widht=3" -> "model.widht", "model=resnet" -> "model"."""
+    return override.partition("=")[0].lstrip("+~")
+
+
 def job_run_name(overrides: list[str], swept: list[str] = ()) -> str:
     """A job's run name from its overrides, the swept keys only when known:
     ["model=resnet", "optimizer.lr=3e-4"] -> "model=resnet lr=3e-4"."""
     parts = []
     for override in overrides:
-        key, _, value = override.partition("=")
-        key = key.lstrip("+~")
+        key, value = override_key(override), override.partition("=")[2]
         if key.startswith(_NOT_IN_NAME) or (swept and key not in swept):
             continue
         parts.append(f"{key.rsplit('.', 1)[-1]}={value}")

@@ -46,11 +46,19 @@ def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str
     return flat
 
 
+SQLITE_PREFIX = "sqlite:///"
+
+
+def sqlite_path(tracking_uri: str) -> str | None:
+    """The database file of a local SQLite store's URI; None for any other store."""
+    return tracking_uri[len(SQLITE_PREFIX):] if tracking_uri.startswith(SQLITE_PREFIX) else None
+
+
 def absolute_tracking_uri(tracking_uri: str) -> str:
     """A relative sqlite:/// store made absolute, so the printed UI command works from anywhere."""
-    prefix = "sqlite:///"
-    if tracking_uri.startswith(prefix) and not tracking_uri[len(prefix):].startswith("/"):
-        return prefix + str(Path(tracking_uri[len(prefix):]).resolve())
+    database = sqlite_path(tracking_uri)
+    if database is not None and not database.startswith("/"):
+        return SQLITE_PREFIX + str(Path(database).resolve())
     return tracking_uri
 
 
@@ -105,9 +113,9 @@ def check_writable(tracking_uri: str) -> None:
     Reading works on a read-only store, so without this check a run would fail only at
     its first write, with a traceback from deep inside SQLAlchemy.
     """
-    prefix = "sqlite:///"
-    if tracking_uri.startswith(prefix) and Path(tracking_uri[len(prefix):]).is_file():
-        with open(tracking_uri[len(prefix):], "r+b"):
+    database = sqlite_path(tracking_uri)
+    if database is not None and Path(database).is_file():
+        with open(database, "r+b"):
             pass
 
 
@@ -119,11 +127,11 @@ def _store_lock(tracking_uri: str) -> Iterator[None]:
     migrations and create the experiment at once, and all but one fail
     ("table _alembic_tmp_experiments already exists").
     """
-    prefix = "sqlite:///"
-    if not tracking_uri.startswith(prefix):
+    database = sqlite_path(tracking_uri)
+    if database is None:
         yield
         return
-    lock_path = Path(tracking_uri[len(prefix):] + ".lock")
+    lock_path = Path(database + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from affectexp import tracking
 from affectexp.errors import UserInputError
-from affectexp.sweeps import job_run_name
+from affectexp.sweeps import job_run_name, override_key
 from affectexp.training.caches import open_checked_cache
 from affectexp.training.run import (check_objective, config_fingerprint, objective_metric, objective_value,
                                     train_and_evaluate)
@@ -121,10 +121,6 @@ def override_value(value: Any) -> str:
 def trial_overrides(values: dict[str, Any]) -> list[str]:
     """The command-line overrides that give a trial's values: ["optimizer.lr=0.0032", "augmentation=strong"]."""
     return [f"{key}={override_value(value)}" for key, value in values.items()]
-
-
-def override_key(override: str) -> str:
-    return override.partition("=")[0].lstrip("+~")
 
 
 def merged_overrides(base: list[str], overrides: list[str]) -> list[str]:

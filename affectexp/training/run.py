@@ -147,8 +147,8 @@ def objective_metric(objective: str) -> str:
 def logged_evaluation(run_metrics: dict[str, float], splits) -> dict[str, dict]:
     """A finished run's evaluation metrics by split, read back from its logged metrics
     (named by EVALUATION_PREFIX), in the form train_and_evaluate returns."""
-    return {split: {name: run_metrics[f"{EVALUATION_PREFIX[split]}_{name}"] for name in OBJECTIVE_METRICS
-                    if f"{EVALUATION_PREFIX[split]}_{name}" in run_metrics} for split in splits}
+    return {split: {name: run_metrics[objective_metric(f"{split}_{name}")] for name in OBJECTIVE_METRICS
+                    if objective_metric(f"{split}_{name}") in run_metrics} for split in splits}
 
 
 def objective_value(objective: str, metrics_by_split: dict[str, dict]) -> float:
