@@ -82,8 +82,14 @@ class CacheWriter:
             shutil.rmtree(self.parts)
         self.parts.mkdir(parents=True, exist_ok=True)
         stamp.write_text(fingerprint)
+        self._drop_unfinished()
+
+    def _drop_unfinished(self) -> None:
+        # By name, not through the open segment alone: a Ctrl-C that lands while a segment is
+        # being created (h5py.File returned, not yet held here) leaves a file nothing refers to.
+        # The cache's lock makes every `.tmp` here this process's own.
         for unfinished in self.parts.glob("*.tmp"):
-            unfinished.unlink()
+            unfinished.unlink(missing_ok=True)
 
     def append_chunk(self, faces: np.ndarray, columns: dict[str, np.ndarray], source_rows: list[str],
                      failed_index: np.ndarray, failed_reasons: list[str], rows_consumed: int) -> None:
@@ -163,6 +169,7 @@ class CacheWriter:
         if self._segment is not None:
             discard(self._segment)
             self._segment, self._datasets, self._segment_chunks = None, {}, 0
+        self._drop_unfinished()
 
 
 def concat_column(files: list[Path], name: str) -> np.ndarray:
