@@ -10,7 +10,7 @@ import affectexp.config  # noqa: F401  (registers the config schemas)
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float:
     from affectexp.errors import exit_on_user_error
-    from affectexp.training.evaluation import evaluate
+    from affectexp.tasks.evaluate import evaluate
 
     with exit_on_user_error():
         return evaluate(cfg)

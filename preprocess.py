@@ -8,7 +8,7 @@ import affectexp.config  # noqa: F401  (registers the config schemas)
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="preprocess")
 def main(cfg: DictConfig) -> int:
-    from affectexp.data.preprocess import run_preprocess
+    from affectexp.tasks.preprocess import run_preprocess
     from affectexp.errors import exit_on_interrupt, exit_on_user_error
 
     with exit_on_user_error(), exit_on_interrupt():

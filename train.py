@@ -11,14 +11,16 @@ def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
     from affectexp.errors import exit_on_interrupt, exit_on_user_error
-    from affectexp.sweeps import current_sweep_job
-    from affectexp.training.run import train
-    from affectexp.tuning import search
 
+    overrides = list(HydraConfig.get().overrides.task)
     with exit_on_user_error(), exit_on_interrupt():
         if cfg.tuner:
-            return search(cfg, list(HydraConfig.get().overrides.task))
-        return train(cfg, current_sweep_job())
+            from affectexp.tasks.search import search
+
+            return search(cfg, overrides)
+        from affectexp.tasks.train import run
+
+        return run(cfg, overrides)
 
 
 if __name__ == "__main__":

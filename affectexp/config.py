@@ -159,6 +159,7 @@ class LoggerConfig:
     run_name: Optional[str] = None
     offline: bool = False  # log to offline_uri when the tracking server does not answer
     offline_uri: str = "sqlite:///${paths.root}/mlflow.db"
+    system_metrics: bool = True  # MLflow samples CPU, memory, disk (and GPU) use into system/* metrics
 
 
 @dataclass

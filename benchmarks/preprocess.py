@@ -177,7 +177,7 @@ def affectexp_run(root: Path, size: int, workers: int, work: Path) -> dict:
     from hydra import compose, initialize_config_dir
 
     import affectexp.config  # noqa: F401  (registers the config schemas)
-    from affectexp.data.preprocess import run_preprocess
+    from affectexp.tasks.preprocess import run_preprocess
 
     logging.basicConfig(level=logging.WARNING)
     out = work / f"run-{root.name}-w{workers}"

@@ -92,7 +92,7 @@ def streamed_batches(cfg, steps: int | None, augment: bool = True):
     """What train.py feeds fit(), streamed: chunk order, 2 reader threads, cfg's augmentation
     (in trainer.augment_workers processes) or none."""
     from affectexp.training.inputs import CacheBatches
-    from affectexp.training.run import augment_workers, augmentation_dict
+    from affectexp.tasks.train import augment_workers, augmentation_dict
 
     return CacheBatches(cfg.cache.path, "train", BATCH, shuffle=True, seed=0,
                         augmentation=augmentation_dict(cfg) if augment else None, ram_budget_bytes=0, steps=steps,
@@ -112,7 +112,7 @@ def speed(root: Path, size: int, steps: int, rounds: int) -> tuple[dict[str, flo
     (other virtual machines on the host): both inputs of a round see about the same machine.
     """
     from affectexp.data.cache import FaceCache
-    from affectexp.training.run import build_model
+    from affectexp.tasks.train import build_model
 
     cfg = compose(root, size)
     require_cache(cfg)
@@ -175,7 +175,7 @@ def peak_rss_child(cache_path: str, root: Path) -> None:
     """In a fresh process: one streamed epoch with augmentation=strong; prints as JSON the peak
     RSS (MB) of this process and its augmenting processes together."""
     from affectexp.data.cache import FaceCache
-    from affectexp.training.run import build_model
+    from affectexp.tasks.train import build_model
 
     cfg = compose(root, 48, [f"cache.path={cache_path}"])
     with FaceCache(cache_path) as cache:

@@ -53,7 +53,7 @@ def cache_config(synthetic_root, tmp_path_factory):
 @pytest.fixture(scope="session")
 def built_cache(cache_config):
     """(summary, config) of the shared cache, built once."""
-    from affectexp.data.preprocess import run_preprocess
+    from affectexp.tasks.preprocess import run_preprocess
 
     return run_preprocess(cache_config), cache_config
 
@@ -74,7 +74,7 @@ def trained(built_cache):
     """(objective, config, MLflow run) of one short training run on the shared cache."""
     from mlflow.tracking import MlflowClient
 
-    from affectexp.training.run import train
+    from affectexp.tasks.train import train
 
     cfg = train_config(built_cache[1], ["logger.run_name=e2e"])
     objective = train(cfg)

@@ -29,15 +29,15 @@ def evaluation_run(cfg, run_name: str):
 
 
 def test_a_logged_model_reevaluated_from_its_run_reproduces_its_test_metrics(trained):
-    from affectexp.training.evaluation import evaluate
+    from affectexp.tasks.evaluate import evaluate
 
     _, train_cfg, train_run = trained
     cfg = evaluate_config(train_cfg, [f"model_uri=runs:/{train_run.info.run_id}/model.keras",
                                       "logger.run_name=reevaluated"])
-    assert evaluate(cfg) == pytest.approx(train_run.data.metrics["test_accuracy"], abs=1e-6)
+    assert evaluate(cfg) == pytest.approx(train_run.data.metrics["test/accuracy"], abs=1e-6)
     run = evaluation_run(cfg, "reevaluated")
     assert run.info.status == "FINISHED" and run.data.tags["affectexp.task"] == "evaluate"
-    for metric in ("test_accuracy", "test_balanced_accuracy", "test_macro_f1", "test_f1_anger"):
+    for metric in ("test/accuracy", "test/balanced_accuracy", "test/macro_f1", "test/f1/anger"):
         assert run.data.metrics[metric] == pytest.approx(train_run.data.metrics[metric], abs=1e-6)
     artifacts = {a.path for a in MlflowClient(cfg.logger.tracking_uri).list_artifacts(run.info.run_id)}
     assert {"test_confusion_matrix.png", "test_metrics.json"} <= artifacts
@@ -76,7 +76,7 @@ def eight_class_model(model):
 def test_an_8_class_model_is_evaluated_on_a_5_class_cache_by_class_name(trained, tmp_path, restrict):
     import keras
 
-    from affectexp.training.evaluation import evaluate
+    from affectexp.tasks.evaluate import evaluate
 
     _, train_cfg, train_run = trained
     path = MlflowClient(train_cfg.logger.tracking_uri).download_artifacts(train_run.info.run_id, "model.keras",
@@ -89,11 +89,11 @@ def test_an_8_class_model_is_evaluated_on_a_5_class_cache_by_class_name(trained,
     accuracy = evaluate(cfg)
     run = evaluation_run(cfg, run_name)
     if restrict:
-        assert accuracy == pytest.approx(train_run.data.metrics["test_accuracy"], abs=1e-6)
-        assert run.data.metrics["test_f1_anger"] == pytest.approx(train_run.data.metrics["test_f1_anger"], abs=1e-6)
-        assert "test_f1_contempt" not in run.data.metrics
+        assert accuracy == pytest.approx(train_run.data.metrics["test/accuracy"], abs=1e-6)
+        assert run.data.metrics["test/f1/anger"] == pytest.approx(train_run.data.metrics["test/f1/anger"], abs=1e-6)
+        assert "test/f1/contempt" not in run.data.metrics
     else:  # contempt stays a choice, and the most probable one: every face is wrong
-        assert accuracy == 0.0 and run.data.metrics["test_f1_contempt"] == 0.0
+        assert accuracy == 0.0 and run.data.metrics["test/f1/contempt"] == 0.0
 
 
 def test_classes_are_matched_by_name():
@@ -131,9 +131,9 @@ def test_faces_of_another_size_are_refused_with_the_cache_to_use(trained, tmp_pa
 
 def test_evaluate_on_a_cache_of_another_face_size_stops_before_a_run(trained, synthetic_root, tmp_path):
     """What the user runs: evaluate() on a 32 px cache with a 48 px model."""
-    from affectexp.data.preprocess import run_preprocess
+    from affectexp.tasks.preprocess import run_preprocess
     from affectexp.errors import UserInputError
-    from affectexp.training.evaluation import evaluate
+    from affectexp.tasks.evaluate import evaluate
 
     _, train_cfg, train_run = trained
     small = compose_config("preprocess", tmp_path, [*synthetic_overrides(synthetic_root), "cache.size=32"])

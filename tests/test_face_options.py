@@ -11,7 +11,7 @@ import pytest
 
 from affectexp.data import affectnet_layout as layout
 from affectexp.data.cache import FaceCache
-from affectexp.data.preprocess import run_preprocess
+from affectexp.tasks.preprocess import run_preprocess
 from affectexp.errors import UserInputError
 from conftest import compose_config
 

@@ -13,7 +13,7 @@ from PIL import Image
 from affectexp.data import affectnet_layout as layout
 from affectexp.data.cache import FaceCache
 from affectexp.data.faces import FaceSpec, load_face
-from affectexp.data.preprocess import run_preprocess
+from affectexp.tasks.preprocess import run_preprocess
 from affectexp.data.sources.folder import FolderSource
 from affectexp.data.synthetic import render_face
 from conftest import compose_config

@@ -19,7 +19,7 @@ import pytest
 
 from affectexp.data import affectnet_layout as layout
 from affectexp.data.cache import CacheError, FaceCache
-from affectexp.data.preprocess import run_preprocess
+from affectexp.tasks.preprocess import run_preprocess
 from affectexp.errors import INTERRUPTED_STATUS
 from affectexp.locks import lock_path_of
 from conftest import compose_config, wait_until_ended, worker_pids

@@ -233,7 +233,7 @@ def test_final_evaluation_streams_a_split_larger_than_the_ram_budget(imbalanced_
 def strong_augmentation_and_faces(cfg, count: int):
     """(augmentation=strong in albumentations' serialised form, the first `count` training faces)."""
     from affectexp.data.cache import FaceCache
-    from affectexp.training.run import augmentation_dict
+    from affectexp.tasks.train import augmentation_dict
 
     serialized = augmentation_dict(compose_config("train", cfg.paths.root, ["augmentation=strong", "cache.size=48"]))
     with FaceCache(cfg.cache.path) as cache:

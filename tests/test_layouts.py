@@ -16,7 +16,7 @@ import pytest
 
 from affectexp.data import affectnet_layout as layout
 from affectexp.data.cache import CacheError, FaceCache
-from affectexp.data.preprocess import run_preprocess
+from affectexp.tasks.preprocess import run_preprocess
 from affectexp.data.sources.rows import SourceError
 from conftest import compose_config
 

@@ -21,7 +21,7 @@ def faces(n: int = 2, shape=FACE_SHAPE) -> np.ndarray:
 
 
 def built(tmp_path, overrides: list[str] = (), face_shape=FACE_SHAPE):
-    from affectexp.training.run import build_model, check_config
+    from affectexp.tasks.train import build_model, check_config
 
     cfg = compose_config("train", tmp_path, list(overrides))
     check_config(cfg)
@@ -137,7 +137,7 @@ def build_tiny(input_shape, num_classes, units: int = 8, dropout: float = 0.0):
 def test_a_new_model_is_one_file_and_one_function(tmp_path, monkeypatch):
     """What conf/model/tiny.yaml would hold: `_target_: tiny_model.build_tiny` and its arguments."""
     from affectexp.models.schema import ModelConfigError
-    from affectexp.training.run import build_model, check_config
+    from affectexp.tasks.train import build_model, check_config
 
     (tmp_path / "tiny_model.py").write_text(NEW_MODEL)
     monkeypatch.syspath_prepend(str(tmp_path))

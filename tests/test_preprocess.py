@@ -20,7 +20,7 @@ import pytest
 from affectexp.data import affectnet_layout as layout
 from affectexp.data.cache import SCHEMA_VERSION, CacheError, FaceCache
 from affectexp.data.faces import FaceSpec, crop_box, load_face, reduction_factor
-from affectexp.data.preprocess import report_path_of, run_preprocess
+from affectexp.tasks.preprocess import report_path_of, run_preprocess
 from affectexp.data.sources.rows import SourceError
 from conftest import TEST_PER_CLASS, TRAIN_PER_CLASS, compose_config, wait_until_ended, worker_pids
 

@@ -42,7 +42,7 @@ def the_run(cfg):
 def final_weights(cfg):
     import keras
 
-    from affectexp.training.run import config_fingerprint
+    from affectexp.tasks.train import config_fingerprint
 
     model = keras.models.load_model(Path(cfg.paths.runs_dir) / config_fingerprint(cfg) / "best.keras")
     return model.get_weights()
@@ -51,7 +51,7 @@ def final_weights(cfg):
 @pytest.fixture(scope="module")
 def uninterrupted(built_cache, tmp_path_factory):
     """(config, MLflow client, run) of the run that is never killed."""
-    from affectexp.training.run import train
+    from affectexp.tasks.train import train
 
     cfg = resume_config(built_cache[1], tmp_path_factory.mktemp("uninterrupted"))
     train(cfg)
@@ -96,7 +96,7 @@ MOMENTS = ["batch:2:3", "epoch_committed:1", "epoch_committed:3", "evaluated:val
 @pytest.mark.slow
 @pytest.mark.parametrize("stop_at", MOMENTS)
 def test_killed_run_resumes_as_if_never_killed(built_cache, uninterrupted, tmp_path, stop_at):
-    from affectexp.training.run import train
+    from affectexp.tasks.train import train
 
     reference_cfg, reference_client, reference = uninterrupted
     cfg = resume_config(built_cache[1], tmp_path)
@@ -107,15 +107,15 @@ def test_killed_run_resumes_as_if_never_killed(built_cache, uninterrupted, tmp_p
     objective = train(cfg)
     client, run = the_run(cfg)
     assert run.info.status == "FINISHED"
-    for name in ("loss", "val_accuracy", "learning_rate"):
+    for name in ("train/loss", "val/accuracy", "train/learning_rate"):
         history = client.get_metric_history(run.info.run_id, name)
         expected = reference_client.get_metric_history(reference.info.run_id, name)
         assert [m.step for m in history] == [1, 2, 3], f"{name} logged at steps {[m.step for m in history]}"
         assert [m.value for m in history] == [m.value for m in expected], f"{name} differs from the uninterrupted run"
-    for name in ("test_accuracy", "best_val_accuracy", "train_seconds"):
+    for name in ("test/accuracy", "best_val/accuracy", "train/seconds"):
         assert len(client.get_metric_history(run.info.run_id, name)) == 1, f"{name} logged more than once"
-    assert objective == reference.data.metrics["best_val_accuracy"] == run.data.metrics["best_val_accuracy"]
-    assert run.data.metrics["test_accuracy"] == reference.data.metrics["test_accuracy"]
+    assert objective == reference.data.metrics["best_val/accuracy"] == run.data.metrics["best_val/accuracy"]
+    assert run.data.metrics["test/accuracy"] == reference.data.metrics["test/accuracy"]
     for resumed, never_killed in zip(final_weights(cfg), final_weights(reference_cfg), strict=True):
         np.testing.assert_array_equal(resumed, never_killed)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -123,19 +123,19 @@ def test_killed_run_resumes_as_if_never_killed(built_cache, uninterrupted, tmp_p
 
 
 def test_a_finished_run_is_not_trained_again(uninterrupted):
-    from affectexp.training.run import train
+    from affectexp.tasks.train import train
 
     cfg, client, run = uninterrupted
-    assert train(cfg) == run.data.metrics["best_val_accuracy"]
+    assert train(cfg) == run.data.metrics["best_val/accuracy"]
     _, again = the_run(cfg)
     assert again.info.run_id == run.info.run_id and again.info.end_time == run.info.end_time
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1, 2, 3]
 
 
 @pytest.mark.slow
 def test_a_second_writer_stops_at_once_naming_the_first(built_cache, tmp_path):
     from affectexp.locks import LockHeld
-    from affectexp.training.run import train
+    from affectexp.tasks.train import train
 
     cfg = resume_config(built_cache[1], tmp_path)
     first = start_train(cfg, "epoch_committed:1")
@@ -154,16 +154,16 @@ def test_a_second_writer_stops_at_once_naming_the_first(built_cache, tmp_path):
     finally:
         kill(first)
     client, run = the_run(cfg)
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == []  # killed before logging
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == []  # killed before logging
     train(cfg)
     client, run = the_run(cfg)
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1, 2, 3]
     assert not running(first.pid)
 
 
 @pytest.mark.slow
 def test_ctrl_c_ends_training_in_one_line_and_the_rerun_continues(built_cache, tmp_path):
-    from affectexp.training.run import train
+    from affectexp.tasks.train import train
 
     cfg = resume_config(built_cache[1], tmp_path)
     process = start_train(cfg, "epoch_committed:1")
@@ -183,4 +183,4 @@ def test_ctrl_c_ends_training_in_one_line_and_the_rerun_continues(built_cache, t
     train(cfg)
     client, run = the_run(cfg)
     assert run.info.status == "FINISHED"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1, 2, 3]

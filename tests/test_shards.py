@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from affectexp.data.preprocess import report_path_of, run_preprocess
+from affectexp.tasks.preprocess import report_path_of, run_preprocess
 from affectexp.data.shards import ShardError, shard_path
 from conftest import compose_config, synthetic_overrides
 

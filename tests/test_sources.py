@@ -12,7 +12,7 @@ import pytest
 
 from affectexp.data.cache import FaceCache
 from affectexp.data.labels import FER2013_EXPRESSIONS, ClassSetError, expression_code_of_name
-from affectexp.data.preprocess import run_preprocess
+from affectexp.tasks.preprocess import run_preprocess
 from affectexp.data.sources.rows import SourceError
 from conftest import compose_config
 

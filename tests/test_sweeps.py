@@ -14,9 +14,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from affectexp.sweeps import job_run_name
+from affectexp.tasks.names import run_name, sweep_name
 from affectexp.tracking import TrackingUnreachable
-from affectexp.tuning import SearchError
+from affectexp.tasks.search import SearchError
 from conftest import CONF_DIR, compose_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,10 +45,13 @@ def children_of(runs, parent):
     return [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
 
 
-def test_job_run_names_show_the_swept_values():
-    overrides = ["model=resnet", "optimizer.lr=3e-4", "cache.size=48", "paths.root=/x"]
-    assert job_run_name(overrides, ["model", "optimizer.lr"]) == "model=resnet lr=3e-4"
-    assert job_run_name(overrides) == "model=resnet lr=3e-4 size=48"
+def test_run_names_show_the_model_and_what_differs():
+    overrides = ["model=resnet", "optimizer.lr=3e-4", "cache.size=48", "paths.root=/x", "logger.run_name=x"]
+    assert run_name("resnet", overrides, ["model", "optimizer.lr"]) == "resnet lr=3e-4"  # a sweep's job
+    assert run_name("resnet", overrides) == "resnet lr=3e-4 size=48"  # a single run: every override that counts
+    assert run_name("simple_cnn", []) == "simple_cnn"
+    assert sweep_name(["optimizer.lr=1e-3,3e-4", "cache.size=48"], ["optimizer.lr"]) == "sweep lr=1e-3,3e-4"
+    assert sweep_name([], ["optimizer.lr", "model.dropout"]) == "sweep lr dropout"  # a sweeper's space
 
 
 def test_multirun_is_one_parent_with_comparable_children(built_cache):
@@ -66,15 +69,16 @@ def test_multirun_is_one_parent_with_comparable_children(built_cache):
     [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = children_of(runs, parent)
     assert parent.info.status == "FINISHED"
-    assert sorted(r.info.run_name for r in children) == ["lr=0.0003", "lr=0.001"]
+    assert sorted(r.info.run_name for r in children) == ["simple_cnn lr=0.0003", "simple_cnn lr=0.001"]
+    assert parent.info.run_name == "sweep lr=1e-3,3e-4"
     assert {r.data.tags["affectexp.sweep_id"] for r in children} == {parent.data.tags["affectexp.sweep_id"]}
     assert children[0].data.params.keys() == children[1].data.params.keys()
     assert {r.data.params["optimizer.lr"] for r in children} == {"0.001", "0.0003"}
-    assert all(r.info.status == "FINISHED" and "test_accuracy" in r.data.metrics for r in children)
-    best = max(children, key=lambda r: r.data.metrics["best_val_accuracy"])
+    assert all(r.info.status == "FINISHED" and "test/accuracy" in r.data.metrics for r in children)
+    best = max(children, key=lambda r: r.data.metrics["best_val/accuracy"])
     assert parent.data.tags["affectexp.best_run_id"] == best.info.run_id
     assert parent.data.params == {"best.optimizer.lr": best.data.params["optimizer.lr"]}
-    assert parent.data.metrics["best_val_accuracy"] == best.data.metrics["best_val_accuracy"]
+    assert parent.data.metrics["best_val/accuracy"] == best.data.metrics["best_val/accuracy"]
     assert "leaderboard.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
 
     _, failed_runs = runs_of(local_store(built_cache), "sweep_fails")
@@ -110,7 +114,7 @@ def tuner_config(built_cache, tmp_path, *overrides):
 
 @pytest.mark.parametrize("tuner", ["bayesian", "hyperband"])
 def test_bayesian_and_hyperband_searches_train_their_trials(built_cache, tmp_path, tuner):
-    from affectexp.tuning import search
+    from affectexp.tasks.search import search
 
     cfg, overrides = tuner_config(built_cache, tmp_path, f"tuner={tuner}", "trainer.epochs=2",
                                   f"logger.experiment_name=search_{tuner}")
@@ -119,8 +123,8 @@ def test_bayesian_and_hyperband_searches_train_their_trials(built_cache, tmp_pat
     [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     trials = children_of(runs, parent)
     assert len(trials) >= 2 and all(t.info.status == "FINISHED" for t in trials)
-    best = max(trials, key=lambda t: t.data.metrics["best_val_accuracy"])
-    assert objective == best.data.metrics["best_val_accuracy"]
+    best = max(trials, key=lambda t: t.data.metrics["best_val/accuracy"])
+    assert objective == best.data.metrics["best_val/accuracy"]
     assert parent.data.tags["affectexp.best_run_id"] == best.info.run_id
     # One value per key in each trial: the trial's own, not the search's base (augmentation=none).
     assert {t.data.params["augmentation.name"] for t in trials} <= {"light", "strong"}
@@ -129,7 +133,7 @@ def test_bayesian_and_hyperband_searches_train_their_trials(built_cache, tmp_pat
 
 
 def test_tuner_search_logs_trials_as_nested_runs_and_exports_the_best(built_cache, tmp_path):
-    from affectexp.tuning import search
+    from affectexp.tasks.search import search
 
     cfg, overrides = tuner_config(built_cache, tmp_path)
     objective = search(cfg, overrides)
@@ -137,18 +141,18 @@ def test_tuner_search_logs_trials_as_nested_runs_and_exports_the_best(built_cach
     [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     trials = children_of(runs, parent)
     assert len(trials) == 2 and all(t.info.status == "FINISHED" for t in trials)
-    assert sorted(t.info.run_name.split(" lr=")[0] for t in trials) == ["trial 1", "trial 2"]
+    assert sorted(t.info.run_name.split(" lr=")[0] for t in trials) == ["trial 1 simple_cnn", "trial 2 simple_cnn"]
     # A trial is a training run: the resolved config as params, per-epoch curves, evaluation, model.
     assert all({"optimizer.lr", "model.dropout", "augmentation.name", "cache.size"} <= t.data.params.keys()
                for t in trials)
-    assert all({"best_val_accuracy", "test_accuracy"} <= t.data.metrics.keys() for t in trials)
-    assert [m.step for m in client.get_metric_history(trials[0].info.run_id, "val_accuracy")] == [1]
+    assert all({"best_val/accuracy", "test/accuracy"} <= t.data.metrics.keys() for t in trials)
+    assert [m.step for m in client.get_metric_history(trials[0].info.run_id, "val/accuracy")] == [1]
     assert all("model.keras" in {a.path for a in client.list_artifacts(t.info.run_id)} for t in trials)
 
-    best = max(trials, key=lambda t: t.data.metrics["best_val_accuracy"])
-    assert objective == pytest.approx(best.data.metrics["best_val_accuracy"])
+    best = max(trials, key=lambda t: t.data.metrics["best_val/accuracy"])
+    assert objective == pytest.approx(best.data.metrics["best_val/accuracy"])
     assert parent.data.tags["affectexp.best_run_id"] == best.info.run_id
-    assert parent.data.metrics["test_accuracy"] == best.data.metrics["test_accuracy"]
+    assert parent.data.metrics["test/accuracy"] == best.data.metrics["test/accuracy"]
     assert parent.data.params["best.optimizer.lr"] == best.data.params["optimizer.lr"]
     assert "optimizer.lr" not in parent.data.params  # the base config is not shown as a result
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
@@ -163,7 +167,7 @@ def test_tuner_search_logs_trials_as_nested_runs_and_exports_the_best(built_cach
 
 
 def test_interrupted_search_resumes_in_the_same_parent_run(built_cache, tmp_path):
-    from affectexp.tuning import search
+    from affectexp.tasks.search import search
 
     overrides = ["tuner.max_trials=3", "logger.experiment_name=resumed_search"]
     cfg, arguments = tuner_config(built_cache, tmp_path, *overrides)
@@ -197,7 +201,7 @@ def test_interrupted_search_resumes_in_the_same_parent_run(built_cache, tmp_path
     ("tuner.space.augmentation.values=[light,wild]", "unknown \\['wild'\\]"),
 ])
 def test_bad_search_stops_before_any_trial(built_cache, tmp_path, override, message):
-    from affectexp.tuning import search
+    from affectexp.tasks.search import search
 
     cfg, overrides = tuner_config(built_cache, tmp_path, override, "logger.experiment_name=bad_search")
     with pytest.raises(SearchError, match=message):
@@ -213,7 +217,7 @@ def free_port() -> int:
 
 
 def test_unreachable_tracking_server_stops_before_training(built_cache, caplog):
-    from affectexp.training.run import train
+    from affectexp.tasks.train import train
 
     uri = f"http://127.0.0.1:{free_port()}"
     cfg = compose_config("train", Path(built_cache[1].paths.root), [*QUICK, f"logger.tracking_uri={uri}"])
@@ -222,7 +226,7 @@ def test_unreachable_tracking_server_stops_before_training(built_cache, caplog):
 
 
 def test_offline_logging_falls_back_to_the_local_store(built_cache, tmp_path, caplog):
-    from affectexp.training.run import train
+    from affectexp.tasks.train import train
 
     local = f"sqlite:///{tmp_path / 'offline.db'}"
     cfg = compose_config("train", Path(built_cache[1].paths.root), [
@@ -282,9 +286,9 @@ def test_sweep_and_search_against_a_real_mlflow_server(built_cache, tmp_path):
         client, runs = runs_of(uri, "remote")
         [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
         children = children_of(runs, parent)
-        assert sorted(r.info.run_name for r in children) == ["dropout=0.2", "dropout=0.4"]
+        assert sorted(r.info.run_name for r in children) == ["simple_cnn dropout=0.2", "simple_cnn dropout=0.4"]
         assert children[0].data.params.keys() == children[1].data.params.keys()
-        assert all(len(client.get_metric_history(r.info.run_id, "loss")) == 1 for r in children)
+        assert all(len(client.get_metric_history(r.info.run_id, "train/loss")) == 1 for r in children)
         assert all("model.keras" in {a.path for a in client.list_artifacts(r.info.run_id)} for r in children)
 
         _, searched = runs_of(uri, "remote_search")
@@ -320,7 +324,7 @@ def test_distributed_search_with_a_chief_and_two_workers(built_cache, tmp_path):
     _, runs = runs_of(local_store(built_cache), "distributed")
     [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     trials = children_of(runs, parent)
-    assert parent.info.status == "FINISHED" and "test_accuracy" in parent.data.metrics
+    assert parent.info.status == "FINISHED" and "test/accuracy" in parent.data.metrics
     assert len(trials) == 2 and all(t.info.status == "FINISHED" for t in trials)
 
 
@@ -333,5 +337,5 @@ def test_optuna_search_runs_its_trials_as_one_sweep(built_cache):
     _, runs = runs_of(local_store(built_cache), "optuna")
     [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     trials = children_of(runs, parent)
-    assert len(trials) == 2 and all("best_val_accuracy" in t.data.metrics for t in trials)
-    assert all(t.info.run_name.startswith("lr=") for t in trials)
+    assert len(trials) == 2 and all("best_val/accuracy" in t.data.metrics for t in trials)
+    assert all(t.info.run_name.startswith("simple_cnn lr=") for t in trials)

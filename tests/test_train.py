@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,16 +15,16 @@ from mlflow.tracking import MlflowClient
 
 from affectexp.data.cache import CacheError, FaceCache
 from affectexp.models.layers import class_names_of
-from conftest import EPOCHS, TINY_MODEL, compose_config, train_config, wait_until_ended, worker_pids
+from conftest import EPOCHS, TINY_MODEL, compose_config, train_config
 
 
 def test_learns_the_synthetic_expressions(trained):
     objective, _, run = trained
-    assert run.data.metrics["best_val_accuracy"] == pytest.approx(objective)  # trainer.objective: val_accuracy
-    accuracy = run.data.metrics["test_accuracy"]
+    assert run.data.metrics["best_val/accuracy"] == pytest.approx(objective)  # trainer.objective: val_accuracy
+    accuracy = run.data.metrics["test/accuracy"]
     assert accuracy >= 0.8, f"test accuracy {accuracy:.3f} on 5 classes (chance 0.2)"
-    assert run.data.metrics["test_macro_f1"] >= 0.75
-    assert run.data.metrics["test_balanced_accuracy"] >= 0.75
+    assert run.data.metrics["test/macro_f1"] >= 0.75
+    assert run.data.metrics["test/balanced_accuracy"] >= 0.75
 
 
 def test_run_records_params_metrics_and_artifacts(trained):
@@ -36,9 +34,9 @@ def test_run_records_params_metrics_and_artifacts(trained):
     params = run.data.params
     assert params["optimizer.lr"] == "0.001" and params["model.widths"] == "[16, 32, 64]"
     assert params["cache.size"] == "48" and int(params["model.parameters"]) > 0
-    history = client.get_metric_history(run.info.run_id, "val_accuracy")
+    history = client.get_metric_history(run.info.run_id, "val/accuracy")
     assert [m.step for m in history] == list(range(1, EPOCHS + 1))
-    assert {"loss", "accuracy", "val_loss", "learning_rate", "test_f1_happy"} <= set(run.data.metrics)
+    assert {"train/loss", "train/accuracy", "val/loss", "train/learning_rate", "test/f1/happy"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "model.keras", "test_confusion_matrix.png", "test_metrics.json",
             "training_curves.png", "augmentation_samples.png"} <= artifacts
@@ -54,12 +52,12 @@ def test_logged_model_predicts_as_evaluated(trained, tmp_path):
         faces = cache.read_faces("test", 0, cache.split_size("test"))  # uint8, as stored
         labels = cache.labels("test")
     accuracy = float((model.predict(faces, verbose=0).argmax(axis=1) == labels).mean())
-    assert accuracy == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-6)
+    assert accuracy == pytest.approx(run.data.metrics["test/accuracy"], abs=1e-6)
     assert class_names_of(model) == list(cfg.classes.names)
 
 
 def test_diverging_run_ends_failed(built_cache):
-    from affectexp.training.run import TrainingDiverged, train
+    from affectexp.tasks.train import TrainingDiverged, train
 
     cfg = train_config(built_cache[1], ["optimizer=sgd", "optimizer.lr=1e12", "optimizer.schedule=constant",
                                         "trainer.epochs=1", "logger.run_name=diverges", "augmentation=none"])
@@ -72,7 +70,7 @@ def test_diverging_run_ends_failed(built_cache):
 
 
 def test_missing_cache_names_the_preprocess_command(tmp_path):
-    from affectexp.training.run import train
+    from affectexp.tasks.train import train
 
     cfg = compose_config("train", tmp_path, ["cache.size=64"])
     with pytest.raises(CacheError, match=r"does not exist; build it with: python preprocess.py dataset=synthetic"):
@@ -80,7 +78,7 @@ def test_missing_cache_names_the_preprocess_command(tmp_path):
 
 
 def test_class_set_must_match_the_cache(built_cache):
-    from affectexp.training.run import train
+    from affectexp.tasks.train import train
 
     cfg = train_config(built_cache[1], ["classes=affectnet8", f"cache.path={built_cache[1].cache.path}"])
     with pytest.raises(CacheError, match="holds classes"):
@@ -98,7 +96,7 @@ def runs_named(cfg, run_name: str) -> list:
 def test_cache_of_another_schema_version_stops_before_training(built_cache, tmp_path):
     import h5py
 
-    from affectexp.training.run import train
+    from affectexp.tasks.train import train
 
     old_cache = tmp_path / "old.h5"
     shutil.copy(built_cache[1].cache.path, old_cache)
@@ -116,7 +114,7 @@ def test_cache_of_another_schema_version_stops_before_training(built_cache, tmp_
                                       "trainer.augment_workers=-1"])
 def test_bad_model_or_optimizer_value_stops_before_training(built_cache, override):
     from affectexp.errors import UserInputError
-    from affectexp.training.run import train
+    from affectexp.tasks.train import train
 
     cfg = train_config(built_cache[1], [override, "logger.run_name=bad_value"])
     key = override.lstrip("+").split("=")[0]
@@ -134,7 +132,7 @@ def test_unknown_group_option_lists_the_choices(group, choice, tmp_path):
 def test_deterministic_training_gives_the_same_weights_twice(built_cache, tmp_path):
     import keras
 
-    from affectexp.training.run import config_fingerprint, train
+    from affectexp.tasks.train import config_fingerprint, train
 
     overrides = ["trainer.deterministic=true", "trainer.epochs=2", "trainer.steps_per_epoch=4",
                  "augmentation=light", f"cache.path={built_cache[1].cache.path}"]
@@ -158,7 +156,7 @@ logging.basicConfig(level=logging.INFO)
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from conftest import compose_config
-from affectexp.training.run import train
+from affectexp.tasks.train import train
 print("objective", train(compose_config("train", sys.argv[1], sys.argv[2:])))
 """
 
@@ -176,7 +174,7 @@ def test_mirrored_strategy_trains_on_two_replicas(built_cache):
 
 
 def test_cache_size_must_match_the_cache(built_cache):
-    from affectexp.training.run import train
+    from affectexp.tasks.train import train
 
     cfg = train_config(built_cache[1], ["cache.size=96", f"cache.path={built_cache[1].cache.path}",
                                         "logger.run_name=wrong_size"])

@@ -110,6 +110,11 @@ class FaceCache:
     def chunk_rows(self) -> int:
         return self.faces.chunks[0]
 
+    @property
+    def fingerprint(self) -> str:
+        """The preprocessing's fingerprint of the cache's content (its inputs and settings)."""
+        return str(self.file.attrs.get("fingerprint", ""))
+
     def attr(self, key: str):
         """A JSON attribute, decoded."""
         return json.loads(self.file.attrs[key])

@@ -7,7 +7,7 @@ balancing and augmentation of the next epoch), the epoch's metrics and the train
 all made durable by one atomic rename of state.json. Only after that rename are the
 metrics sent to MLflow. A kill before it replays the whole epoch; a kill after it, before
 the metrics arrived, is repaired on the rerun, which sends each committed epoch the run
-lacks (tracking.log_missing_steps). Either way every epoch is logged exactly once.
+lacks (tracking.log_missing_epochs). Either way every epoch is logged exactly once.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ class EpochCommit(keras.callbacks.Callback):
         state.seed_states = [keras.ops.convert_to_numpy(v).tolist() for v in seed_generator_states(self.model)]
         state.save(self.work_dir)
         stop_point(f"epoch_committed:{number}")
-        tracking.log_step_metrics(metrics, number)
+        tracking.log_epoch_metrics(metrics, number)
         self._remove_stale_weights()
         if stop:
             self.model.stop_training = True

@@ -1,7 +1,7 @@
 """Evaluating a model on a split of a cache, classes matched by name, logged to MLflow.
 
-Used after training (train.py) and standalone on any saved model and any cache
-(evaluate.py), e.g. a model trained on AffectNet's 8 classes evaluated on a 5-class cache.
+Used after training (tasks/train.py) and standalone on any saved model and any cache
+(tasks/evaluate.py), e.g. a model trained on AffectNet's 8 classes evaluated on a 5-class cache.
 """
 
 from __future__ import annotations
@@ -16,24 +16,17 @@ from pathlib import Path
 import keras
 import mlflow
 import numpy as np
-from omegaconf import DictConfig
 
 import affectexp.models.layers  # noqa: F401  (registers the custom layers for loading models)
 import affectexp.training.losses  # noqa: F401  (registers the custom loss of compiled checkpoints)
 from affectexp import tracking
-from affectexp.config import check_values
 from affectexp.errors import UserInputError
 from affectexp.models.layers import class_names_of
-from affectexp.training.caches import open_cache
 from affectexp.training.inputs import CacheBatches
 from affectexp.training.metrics import classification_metrics
 from affectexp.training.plots import plot_confusion_matrix
 
 log = logging.getLogger(__name__)
-
-# Keras already logs the per-epoch "val_*" metrics: the kept model's evaluation on the
-# validation split is "best_val_*", so the two never mix in one metric history.
-EVALUATION_PREFIX = {"val": "best_val", "test": "test"}
 
 
 class ClassMismatch(UserInputError):
@@ -102,12 +95,14 @@ def predict_split(model: keras.Model, cache_path: str, split: str, batch_size: i
         batches.close()
 
 
-def log_evaluation(metrics: dict, prefix: str) -> None:
-    """Scalars as <prefix>_accuracy, <prefix>_f1_<class>, ..., and the full metrics (JSON) and
-    confusion matrix (PNG) as artifacts."""
-    scalars = {f"{prefix}_{k}": v for k, v in metrics.items() if isinstance(v, float)}
-    scalars.update({f"{prefix}_f1_{name}": m["f1"] for name, m in metrics["per_class"].items()})
+def log_evaluation(metrics: dict, split: str) -> None:
+    """Scalars as <split's prefix>/accuracy, .../f1/<class> (tracking.evaluation_metric_name),
+    and the full metrics (JSON) and confusion matrix (PNG) as <prefix>_* artifacts."""
+    scalars = {tracking.evaluation_metric_name(split, k): v for k, v in metrics.items() if isinstance(v, float)}
+    scalars.update({tracking.evaluation_metric_name(split, f"f1/{name}"): m["f1"]
+                    for name, m in metrics["per_class"].items()})
     tracking.log_metrics_once(scalars)  # a rerun after a kill repeats the evaluation, not its record
+    prefix = tracking.EVALUATION_PREFIX.get(split, split)
     with tracking.artifact_dir() as folder:
         (folder / f"{prefix}_metrics.json").write_text(json.dumps(metrics, indent=2))
         plot_confusion_matrix(np.array(metrics["confusion_matrix"]), metrics["class_names"],
@@ -117,7 +112,7 @@ def log_evaluation(metrics: dict, prefix: str) -> None:
 def evaluate_and_log(model: keras.Model, cache_path: str, split: str, class_names: Sequence[str], batch_size: int,
                      restrict_to_cache_classes: bool = True, ram_budget_bytes: int = 2 << 30) -> dict:
     """Evaluate `model` on `split` of the cache whose classes are `class_names`, matching the
-    model's classes by name; log it (EVALUATION_PREFIX names the metrics) and return the
+    model's classes by name; log it (log_evaluation names the metrics) and return the
     metrics (see classification_metrics) with "evaluated_faces" and "skipped_faces" added.
     The split is streamed when it is larger than `ram_budget_bytes`."""
     labels, probabilities = predict_split(model, cache_path, split, batch_size, ram_budget_bytes)
@@ -127,7 +122,7 @@ def evaluate_and_log(model: keras.Model, cache_path: str, split: str, class_name
     metrics["evaluated_faces"], metrics["skipped_faces"] = len(y_true), len(labels) - len(y_true)
     if metrics["skipped_faces"]:
         log.warning("%d %s faces are of classes the model does not know: left out", metrics["skipped_faces"], split)
-    log_evaluation(metrics, EVALUATION_PREFIX.get(split, split))
+    log_evaluation(metrics, split)
     return metrics
 
 
@@ -178,29 +173,3 @@ def check_face_shape(model: keras.Model, face_shape: tuple[int, int, int], cache
     if expected != tuple(face_shape):
         raise UserInputError(f"{cache_path}: faces are {face_shape} but the model takes {expected}; evaluate on a "
                              f"cache built with cache.size={expected[0]} cache.color={'gray' if expected[2] == 1 else 'rgb'}")
-
-
-def evaluate(cfg: DictConfig) -> float:
-    """evaluate.py: cfg.model_uri on cfg.split of cfg.cache.path, in a new MLflow run; returns the accuracy."""
-    check_values(cfg)
-    split = str(cfg.split)
-    with open_cache(cfg) as cache:
-        face_shape, cache_names, size = cache.face_shape, list(cache.class_names), cache.split_size(split)
-    if size == 0:
-        raise UserInputError(f"{cfg.cache.path}: the cache has no {split} faces; choose another split")
-    experiment_id = tracking.configure_logger(cfg.logger)
-    model = load_saved_model(cfg.model_uri)
-    check_face_shape(model, face_shape, cfg.cache.path)
-    names = model_classes(model, cache_names)
-    run_name = cfg.logger.run_name or f"evaluate {model.name} on {Path(cfg.cache.path).stem}"
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
-        mlflow.set_tag("affectexp.task", "evaluate")
-        tracking.log_params({"model_uri": cfg.model_uri, "cache.path": str(cfg.cache.path), "split": split,
-                             "model.classes": json.dumps(names), "cache.classes": json.dumps(cache_names),
-                             "restrict_to_cache_classes": str(cfg.restrict_to_cache_classes)})
-        metrics = evaluate_and_log(model, cfg.cache.path, split, cache_names, cfg.batch_size,
-                                   cfg.restrict_to_cache_classes)
-        log.info("%s accuracy %.4f, balanced accuracy %.4f, macro-F1 %.4f over %s (MLflow run %s)", split,
-                 metrics["accuracy"], metrics["balanced_accuracy"], metrics["macro_f1"], metrics["class_names"],
-                 run.info.run_id)
-    return metrics["accuracy"]

@@ -2,7 +2,7 @@
 
 The search space is declared in config (conf/tuner/*.yaml) over the same keys the command line
 uses (`optimizer.lr`, `model.widths`) and over whole config groups (`augmentation: [light,
-strong]`). A trial is a training run like any other (training.run.train_and_evaluate): its
+strong]`). A trial is a training run like any other (tasks.train.train_and_evaluate): its
 config is composed by Hydra from the search's command-line overrides plus the trial's values,
 and its MLflow run is a child of the search's run. KerasTuner's oracle only chooses values.
 """
@@ -25,10 +25,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from affectexp import tracking
 from affectexp.errors import UserInputError
-from affectexp.sweeps import job_run_name, override_key
+from affectexp.tasks.names import model_name, override_key, run_name
 from affectexp.training.caches import open_checked_cache
-from affectexp.training.run import (check_objective, config_fingerprint, objective_metric, objective_value,
-                                    train_and_evaluate)
+from affectexp.tasks.train import config_fingerprint, train_and_evaluate
+from affectexp.training.objectives import check_objective, objective_metric, objective_value
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,10 @@ def override_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(override_value(v) for v in value) + "]"
+    if isinstance(value, float):
+        # KerasTuner's stepped floats carry float noise (0.1 + 2 * 0.1 = 0.30000000000000004);
+        # 10 significant digits are far finer than any step and read as the value meant.
+        return f"{value:.10g}"
     return str(value)
 
 
@@ -144,10 +148,11 @@ def compose_train_config(overrides: list[str]) -> DictConfig:
         return compose("train", overrides=overrides)
 
 
-def trial_name(number: int, values: dict[str, Any]) -> str:
-    """"trial 3 lr=0.0032 dropout=0.2 augmentation=strong": the same number on the console and in MLflow."""
+def trial_name(number: int, model: str, values: dict[str, Any]) -> str:
+    """"trial 3 resnet lr=0.0032 dropout=0.2 augmentation=strong": the same number on the
+    console and in MLflow, then the run's name (names.run_name) from the trial's values."""
     shown = {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in values.items()}
-    return f"trial {number} " + job_run_name(trial_overrides(shown))
+    return f"trial {number} " + run_name(model, trial_overrides(shown))
 
 
 def tracked_tuner(base: type) -> type:
@@ -171,10 +176,11 @@ def tracked_tuner(base: type) -> type:
             if "tuner/epochs" in hp.values:
                 chosen.append(f"trainer.epochs={hp.values['tuner/epochs']}")
             overrides = merged_overrides(self.base_overrides, chosen)
-            name = trial_name(int(trial.trial_id) + 1, values)
+            cfg = compose_train_config(overrides)
+            name = trial_name(int(trial.trial_id) + 1, model_name(cfg.model), values)
             log.info("%s: python train.py %s", name, " ".join(overrides))
             parent = tracking.Parent(self.parent_run_id, name, {TRIAL_TAG: trial.trial_id})
-            metrics = train_and_evaluate(compose_train_config(overrides), parent)
+            metrics = train_and_evaluate(cfg, parent)
             return {self.objective_name: objective_value(self.objective_name, metrics)}
 
     TrackedTuner.__name__ = f"Tracked{base.__name__}"
@@ -213,7 +219,9 @@ def build_tuner(cfg: DictConfig, dimensions: list[Dimension], base_overrides: li
         hypermodel=None,
         hyperparameters=space,
         objective=kt.Objective(tuner_cfg.objective, direction="max"),  # every reported objective is a score
-        seed=tuner_cfg.seed,
+        # KerasTuner draws a random seed for a falsy one (`seed or random.randint(...)`): offset
+        # so that every tuner.seed, 0 included, repeats the same trials.
+        seed=tuner_cfg.seed + 1,
         directory=str(project_dir.parent),
         project_name=project_dir.name,
         overwrite=False,  # a rerun of the same command continues the search
@@ -236,7 +244,7 @@ def experiment_yaml(values: dict[str, Any], conf_dir: Path = CONF_DIR) -> str:
     for key, value in values.items():
         if key not in groups:
             OmegaConf.update(keys, key, value, force_add=True)
-    lines = ["# @package _global_", "# Best trial of a KerasTuner search (written by affectexp.tuning)."]
+    lines = ["# @package _global_", "# Best trial of a KerasTuner search (written by affectexp.tasks.search)."]
     if groups:
         lines += ["defaults:"] + [f"  - override /{k}: {v}" for k, v in groups.items()]
     body = OmegaConf.to_yaml(keys) if keys else ""

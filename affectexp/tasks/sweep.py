@@ -22,12 +22,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from affectexp import tracking
+from affectexp.tasks.names import run_name, sweep_name
+from affectexp.training.objectives import objective_metric
 
 log = logging.getLogger(__name__)
 
 PARENT_FILE = "mlflow_parent_run.json"
-# Overrides that say where a job logs, not what it is: left out of run names.
-_NOT_IN_NAME = ("paths.", "logger.", "hydra.")
 
 
 def swept_keys(config: DictConfig) -> list[str]:
@@ -38,25 +38,9 @@ def swept_keys(config: DictConfig) -> list[str]:
     return keys + [k for k in (params or {}) if k not in keys]
 
 
-def override_key(override: str) -> str:
-    """The key an override sets: "+model.widht=3" -> "model.widht", "model=resnet" -> "model"."""
-    return override.partition("=")[0].lstrip("+~")
-
-
-def job_run_name(overrides: list[str], swept: list[str] = ()) -> str:
-    """A job's run name from its overrides, the swept keys only when known:
-    ["model=resnet", "optimizer.lr=3e-4"] -> "model=resnet lr=3e-4"."""
-    parts = []
-    for override in overrides:
-        key, value = override_key(override), override.partition("=")[2]
-        if key.startswith(_NOT_IN_NAME) or (swept and key not in swept):
-            continue
-        parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
-    return " ".join(parts) or "defaults"
-
-
-def current_sweep_job() -> tracking.Parent | None:
-    """The sweep parent of the job this process runs, or None outside a Hydra multirun."""
+def current_sweep_job(model: str) -> tracking.Parent | None:
+    """The sweep parent of the job this process runs (its run named by run_name from `model`
+    and the swept values), or None outside a Hydra multirun."""
     if not HydraConfig.initialized():
         return None
     hydra_cfg = HydraConfig.get()
@@ -66,7 +50,7 @@ def current_sweep_job() -> tracking.Parent | None:
     if not parent_file.exists():
         return None
     parent = json.loads(parent_file.read_text())
-    name = job_run_name(list(hydra_cfg.overrides.task), parent.get("swept_keys", []))
+    name = run_name(model, list(hydra_cfg.overrides.task), parent.get("swept_keys", []))
     return tracking.Parent(parent["run_id"], name, {tracking.SWEEP_TAG: parent["sweep_id"]})
 
 
@@ -92,13 +76,14 @@ class MlflowSweepCallback(Callback):
         experiment_id = tracking.configure_logger(config.logger)
         sweep_id = sweep_dir.name
         overrides = " ".join(config.hydra.overrides.task)
+        swept = swept_keys(config)
         parent = MlflowClient().create_run(
-            experiment_id, run_name=f"sweep {sweep_id}",
+            experiment_id, run_name=sweep_name(list(config.hydra.overrides.task), swept),
             tags={tracking.SWEEP_TAG: sweep_id, "affectexp.sweep_overrides": overrides,
                   "affectexp.sweep_dir": str(sweep_dir.resolve())},
         )
         (sweep_dir / PARENT_FILE).write_text(json.dumps(
-            {"run_id": parent.info.run_id, "sweep_id": sweep_id, "swept_keys": swept_keys(config)}))
+            {"run_id": parent.info.run_id, "sweep_id": sweep_id, "swept_keys": swept}))
         log.info("Sweep %s: MLflow parent run %s", sweep_id, parent.info.run_id)
         self._ended = False
         atexit.register(self._fail_if_unfinished, config)
@@ -110,8 +95,6 @@ class MlflowSweepCallback(Callback):
             self._terminate_parent(config, "FAILED", f"job {overrides!r} failed: {type(error).__name__}: {error}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from affectexp.training.run import objective_metric
-
         self._ended = True
         parent_file = Path(str(config.hydra.sweep.dir)) / PARENT_FILE
         if parent_file.exists():

@@ -1,4 +1,8 @@
-"""One training run: cache -> model -> fit -> test evaluation, everything recorded in MLflow."""
+"""train.py's task: one training run, cache -> model -> fit -> evaluation, recorded in MLflow.
+
+The same run whoever starts it: train.py alone (run), a job of a Hydra sweep (run, finding
+its sweep's parent) or a trial of a KerasTuner search (search.py calls train_and_evaluate).
+"""
 
 from __future__ import annotations
 
@@ -23,8 +27,12 @@ from affectexp.training import runtime
 from affectexp.training.augment import FaceAugmenter, augmented_variants, check_transform, default_augment_workers
 from affectexp.training.caches import open_checked_cache
 from affectexp.training.commit import EpochCommit, TrainingState, restore
-from affectexp.training.evaluation import EVALUATION_PREFIX, evaluate_and_log
+from affectexp.training.evaluation import evaluate_and_log
+from affectexp.tasks.names import model_name, run_name
+from affectexp.tasks.sweep import current_sweep_job
 from affectexp.training.inputs import CacheBatches, FollowEpochs, class_weights
+from affectexp.training.objectives import OBJECTIVE_METRICS, OBJECTIVE_SPLITS, check_objective, objective_metric, \
+    objective_value
 from affectexp.training.losses import classification_loss
 from affectexp.training.optimizers import build_optimizer, check_optimizer_config
 from affectexp.training.plots import plot_augmented_grid, plot_history
@@ -74,17 +82,28 @@ def check_config(cfg: DictConfig) -> None:
     augment_workers(cfg.trainer)
 
 
-def train(cfg: DictConfig, parent: tracking.Parent | None = None) -> float:
-    """train_and_evaluate(cfg, parent), reduced to cfg.trainer.objective's value (for sweepers)."""
-    return objective_value(cfg.trainer.objective, train_and_evaluate(cfg, parent))
+def run(cfg: DictConfig, overrides: list[str]) -> float:
+    """train.py without a tuner: one run named from its model and command-line `overrides`,
+    or, in a Hydra multirun, a job logged as a child of its sweep's run; returns
+    trainer.objective's value (what a sweeper optimises)."""
+    model = model_name(cfg.model)
+    parent = current_sweep_job(model)
+    return train(cfg, parent, run_name(model, overrides) if parent is None else None)
 
 
-def train_and_evaluate(cfg: DictConfig, parent: tracking.Parent | None = None) -> dict[str, dict]:
+def train(cfg: DictConfig, parent: tracking.Parent | None = None, run_name: str | None = None) -> float:
+    """train_and_evaluate(cfg, parent, run_name), reduced to cfg.trainer.objective's value (for sweepers)."""
+    return objective_value(cfg.trainer.objective, train_and_evaluate(cfg, parent, run_name))
+
+
+def train_and_evaluate(cfg: DictConfig, parent: tracking.Parent | None = None,
+                       run_name: str | None = None) -> dict[str, dict]:
     """One tracked training run: train, evaluate on the validation and test splits and log
     everything; returns the evaluation metrics by split ({"val": {...}, "test": {...}}).
 
     The same run whoever starts it: train.py alone, a job of a sweep or a trial of a search
-    (their `parent`). Rerunning the same config after an interruption continues the same
+    (their `parent`, which names its child). The run is named logger.run_name, else
+    `run_name`, else by its parent. Rerunning the same config after an interruption continues the same
     MLflow run from its last committed epoch (see commit.py) and ends as if never
     interrupted; rerunning it after it finished trains nothing and returns the finished
     run's metrics. Only one process at a time trains a config: a second one stops at once
@@ -93,7 +112,9 @@ def train_and_evaluate(cfg: DictConfig, parent: tracking.Parent | None = None) -
     check_config(cfg)
     with open_checked_cache(cfg) as cache:
         face_shape, class_names = cache.face_shape, list(cache.class_names)
-        evaluated = [split for split in OBJECTIVE_SPLITS if cache.split_size(split) > 0]
+        split_sizes = {split: cache.split_size(split) for split in ("train", *OBJECTIVE_SPLITS)}
+        digest = cache.fingerprint
+    evaluated = [split for split in OBJECTIVE_SPLITS if split_sizes[split] > 0]
     work_dir = Path(cfg.paths.runs_dir) / config_fingerprint(cfg)
     experiment_id = tracking.configure_logger(cfg.logger)
     # The config's run folder (runs/<config hash>), chosen by paths.runs_dir and the config itself.
@@ -103,8 +124,10 @@ def train_and_evaluate(cfg: DictConfig, parent: tracking.Parent | None = None) -
             log.info("This config already trained as MLflow run %s (%s); nothing to do. To train it again, "
                      "delete %s", finished.info.run_id, finished.info.run_name, work_dir)
             return logged_evaluation(finished.data.metrics, evaluated)
-        with tracking.tracked_run(experiment_id, cfg.logger.run_name, work_dir, parent) as run:
-            tracking.log_params(tracking.flatten_params(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
+        with tracking.tracked_run(experiment_id, cfg.logger.run_name or run_name, work_dir, parent,
+                                  system_metrics=cfg.logger.system_metrics) as run:
+            tracking.log_config_params(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+            tracking.log_cache_input(cfg.cache.path, Path(cfg.cache.path).stem, digest, split_sizes)
             log_augmentation_samples(cfg)
             state = TrainingState.load(work_dir, run.info.run_id)
             with runtime.reproducible(cfg.trainer.seed, cfg.trainer.deterministic):
@@ -114,7 +137,7 @@ def train_and_evaluate(cfg: DictConfig, parent: tracking.Parent | None = None) -
                 metrics[split] = evaluate_and_log(model, cfg.cache.path, split, class_names, cfg.trainer.batch_size,
                                                   ram_budget_bytes=cfg.trainer.ram_budget_mb << 20)
                 stop_point(f"evaluated:{split}")
-            tracking.log_metrics_once({"train_seconds": state.train_seconds})
+            tracking.log_metrics_once({tracking.TRAIN_SECONDS: state.train_seconds})
             log_run_artifacts(cfg, model, state.history_dict())
             test = metrics.get("test", {})
             log.info("Test accuracy %.4f, balanced accuracy %.4f, macro-F1 %.4f (MLflow run %s)",
@@ -124,40 +147,11 @@ def train_and_evaluate(cfg: DictConfig, parent: tracking.Parent | None = None) -
     return metrics
 
 
-OBJECTIVE_SPLITS = ("val", "test")
-OBJECTIVE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
-
-
-def check_objective(objective: str) -> None:
-    """trainer.objective must be <split>_<metric> of what evaluation reports; checked before training."""
-    split, _, name = objective.partition("_")
-    if split not in OBJECTIVE_SPLITS or name not in OBJECTIVE_METRICS:
-        choices = [f"{s}_{m}" for s in OBJECTIVE_SPLITS for m in OBJECTIVE_METRICS]
-        raise ConfigError(f"trainer.objective: {objective!r} is never reported; choose from {choices}")
-
-
-def objective_metric(objective: str) -> str:
-    """The MLflow metric that holds `objective`: "val_accuracy" -> "best_val_accuracy" (the kept
-    model's evaluation; the per-epoch val_accuracy is Keras' own), "test_macro_f1" -> itself."""
-    check_objective(objective)
-    split, _, name = objective.partition("_")
-    return f"{EVALUATION_PREFIX[split]}_{name}"
-
-
 def logged_evaluation(run_metrics: dict[str, float], splits) -> dict[str, dict]:
     """A finished run's evaluation metrics by split, read back from its logged metrics
-    (named by EVALUATION_PREFIX), in the form train_and_evaluate returns."""
+    (named by tracking.evaluation_metric_name), in the form train_and_evaluate returns."""
     return {split: {name: run_metrics[objective_metric(f"{split}_{name}")] for name in OBJECTIVE_METRICS
                     if objective_metric(f"{split}_{name}") in run_metrics} for split in splits}
-
-
-def objective_value(objective: str, metrics_by_split: dict[str, dict]) -> float:
-    """The value of `objective` ("val_accuracy", "test_macro_f1", ...) among the evaluated splits."""
-    check_objective(objective)
-    split, _, name = objective.partition("_")
-    if name not in metrics_by_split.get(split, {}):
-        raise ConfigError(f"trainer.objective: {objective!r}: the cache has no {split} split")
-    return metrics_by_split[split][name]
 
 
 def augmentation_dict(cfg: DictConfig) -> dict | None:
@@ -227,7 +221,7 @@ def fit(cfg: DictConfig, face_shape, class_names, work_dir: Path, state: Trainin
             log.info("Resuming after epoch %d of %d (best so far: epoch %d, %s %.4f)", state.epochs_done,
                      trainer.epochs, state.best_epoch, trainer.monitor, state.best_value)
     mlflow.log_param("model.parameters", model.count_params())
-    tracking.log_missing_steps(state.history)  # committed epochs whose metrics a kill kept from MLflow
+    tracking.log_missing_epochs(state.history)  # committed epochs whose metrics a kill kept from MLflow
     has_val = val_batches.size > 0
     monitor = trainer.monitor if has_val else trainer.monitor.removeprefix("val_")
     commit = EpochCommit(state, work_dir, monitor, trainer.early_stopping_patience, trainer.epochs)

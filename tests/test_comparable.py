@@ -1,0 +1,92 @@
+"""Every run comparable: a single run, a sweep's jobs and a search's trials, started as a user
+starts them into one MLflow store, are the same kind of record, read back through MlflowClient."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from test_sweeps import cli, children_of, local_store
+
+EXPERIMENT = "comparable"
+
+
+def finished(process) -> str:
+    output, _ = process.communicate(timeout=900)
+    assert process.returncode == 0, output[-3000:]
+    return output
+
+
+@pytest.fixture(scope="module")
+def store(built_cache, tmp_path_factory):
+    """(client, runs) after a single run, a 2-job sweep and a 2-trial search, one after the other
+    (the shared cache, one store; run in turn: the machine has few cores)."""
+    root = Path(built_cache[1].paths.root)
+    # augmentation as the trials have it (light or strong): a run without one has no augmentation artifacts
+    logged = f"logger.experiment_name={EXPERIMENT}", "augmentation=light"
+    finished(cli(root, *logged, "optimizer.lr=2e-3"))
+    finished(cli(root, *logged, "optimizer.lr=1e-3,3e-3", multirun=True))
+    finished(cli(root, *logged, "tuner=random", "tuner.max_trials=2",
+                 f"tuner.export_config_dir={tmp_path_factory.mktemp('export')}"))
+    client = MlflowClient(local_store(built_cache))
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    return client, client.search_runs([experiment.experiment_id])
+
+
+def kinds(runs):
+    """(single runs, {parent run: its children})."""
+    top = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    parents = {p.info.run_id: p for p in top if children_of(runs, p)}
+    return [r for r in top if r.info.run_id not in parents], {p: children_of(runs, p) for p in parents.values()}
+
+
+def artifact_names(client, run) -> set[str]:
+    return {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def run_metric_names(run) -> set[str]:
+    return {name for name in run.data.metrics if not name.startswith("system/")}  # sampled, not every run has each
+
+
+def test_every_run_has_the_same_params_metrics_and_artifacts(store):
+    client, runs = store
+    singles, families = kinds(runs)
+    assert len(singles) == 1 and sorted(len(c) for c in families.values()) == [2, 2]
+    trained = singles + [child for children in families.values() for child in children]
+    reference = trained[0]
+    # named from its model and command-line overrides (test_sweeps.QUICK, then ours: the last value of a key)
+    assert reference.info.run_name == "simple_cnn size=48 epochs=1 steps_per_epoch=3 widths=[8,16,32] " \
+        "dense_units=32 augmentation=light lr=2e-3"
+    for run in trained:
+        assert run.info.status == "FINISHED"
+        assert run.data.params.keys() == reference.data.params.keys(), run.info.run_name
+        assert run_metric_names(run) == run_metric_names(reference), run.info.run_name
+        assert artifact_names(client, run) == artifact_names(client, reference), run.info.run_name
+        assert {"model.keras", "config.yaml", "training_curves.png", "test_confusion_matrix.png"} \
+            <= artifact_names(client, run)
+        [dataset] = run.inputs.dataset_inputs
+        assert dataset.dataset.name == "synthetic-gray48-basic5"
+    names = run_metric_names(reference)
+    assert {"train/loss", "val/accuracy", "best_val/accuracy", "test/accuracy", "test/macro_f1",
+            "test/f1/happy", "train/seconds"} <= names
+    assert all("/" in name for name in names)
+    assert not [v for r in trained for v in r.data.params.values() if v == "None" or v.startswith("/")]
+
+
+def test_each_parent_shows_its_best_child(store):
+    client, runs = store
+    _, families = kinds(runs)
+    for parent, children in families.items():
+        best = max(children, key=lambda c: c.data.metrics["best_val/accuracy"])
+        assert parent.info.status == "FINISHED"
+        assert parent.data.tags["affectexp.best_run_id"] == best.info.run_id
+        assert parent.data.tags["affectexp.best_run_name"] == best.info.run_name
+        assert parent.data.tags["affectexp.objective"] == "best_val/accuracy"
+        assert parent.data.metrics["best_val/accuracy"] == best.data.metrics["best_val/accuracy"]
+        assert parent.data.metrics["test/accuracy"] == best.data.metrics["test/accuracy"]
+        best_params = {k.removeprefix("best."): v for k, v in parent.data.params.items() if k.startswith("best.")}
+        assert best_params and all(best.data.params[k] == v for k, v in best_params.items())
+        assert {"optimizer.lr"} <= best_params.keys()  # what differs between the children, never the base
+        assert "leaderboard.csv" in artifact_names(client, parent)
