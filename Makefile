@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test ui benchmark clean
+.PHONY: install demo test ui benchmark screenshots clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,17 @@ benchmark: $(STAMP)
 	$(PY) preprocess.py cache.size=48
 	$(PY) preprocess.py cache.size=96
 	$(PY) benchmarks/train_input.py
+
+# Screenshots of the MLflow UI on fresh tiny runs (tests/browser/mlflow_ui.py; not part of `make test`),
+# into outputs/screenshots. Chromium comes from Debian: apt-get install chromium.
+BROWSER_STAMP := $(VENV)/.installed-browser
+
+$(BROWSER_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[browser]'
+	touch $(BROWSER_STAMP)
+
+screenshots: $(BROWSER_STAMP)
+	$(PY) tests/browser/mlflow_ui.py --out outputs/screenshots
 
 ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
