@@ -9,6 +9,8 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
+from affectexp.config import (AugmentationConfig, CacheConfig, ClassesConfig, EvaluateConfig, FacesConfig,
+                              LoggerConfig, PathsConfig, PreprocessConfig, TrainConfig, TrainerConfig, TunerConfig)
 from conftest import CONF_DIR, compose_config
 
 ENTRY_GROUPS = {
@@ -38,11 +40,12 @@ def option_values(group: str, option: str) -> dict:
     def walk(node, key):
         if isinstance(node, dict) and node:
             for child, value in node.items():
-                walk(value, f"{key}.{child}" if key else str(child))
+                walk(value, f"{key}.{child}")
         elif node != "???":
             flat[key] = node
 
-    walk(values, prefix.rstrip("."))
+    for key, value in values.items():  # a file that sets nothing (the schema's values) checks nothing
+        walk(value, f"{prefix}{key}")
     return flat
 
 
@@ -64,6 +67,32 @@ def test_every_group_option_composes(entry, group, option, tmp_path):
         if OmegaConf.is_config(composed):
             composed = OmegaConf.to_container(composed)
         assert composed == value, f"{group}={option}: {key}"
+
+
+# The typed groups, by the schema behind each (affectexp/config.py).
+SCHEMA_OF_GROUP = {"paths": PathsConfig, "classes": ClassesConfig, "cache": CacheConfig, "faces": FacesConfig,
+                   "augmentation": AugmentationConfig, "trainer": TrainerConfig, "logger": LoggerConfig,
+                   "tuner": TunerConfig}
+SCHEMA_CASES = [(group, option) for group in SCHEMA_OF_GROUP for option in group_options(group)]
+
+
+@pytest.mark.parametrize(("group", "option"), SCHEMA_CASES, ids=[f"{g}={o}" for g, o in SCHEMA_CASES])
+def test_an_option_file_sets_only_what_differs_from_its_schema(group, option):
+    defaults = OmegaConf.to_container(OmegaConf.structured(SCHEMA_OF_GROUP[group]))
+    for key, value in option_values(group, option).items():
+        default = defaults
+        for part in key.split(".")[1:]:
+            default = default.get(part) if isinstance(default, dict) else None
+        assert value != default, f"conf/{group}/{option}.yaml repeats the schema's {key}: {value!r}"
+
+
+@pytest.mark.parametrize(("entry", "schema"), [("train", TrainConfig), ("preprocess", PreprocessConfig),
+                                               ("evaluate", EvaluateConfig)])
+def test_an_entry_config_sets_only_what_differs_from_its_schema(entry, schema):
+    own = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / f"{entry}.yaml"))
+    defaults = OmegaConf.to_container(OmegaConf.structured(schema))
+    repeated = {key: value for key, value in own.items() if key not in ("defaults", "hydra") and defaults.get(key) == value}
+    assert not repeated, f"conf/{entry}.yaml repeats its schema's values {repeated}"
 
 
 def test_an_untracked_option_file_is_not_a_case(tmp_path):
