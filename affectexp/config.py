@@ -212,7 +212,7 @@ class TrainConfig:
     dataset: Any = None
     classes: ClassesConfig = field(default_factory=ClassesConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
-    model: Any = None  # checked against its builder's signature (affectexp/models/schema.py)
+    model: Any = None  # checked against its builder's signature (affectexp/targets.py)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
