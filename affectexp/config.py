@@ -3,8 +3,8 @@
 Registered in Hydra's ConfigStore so that a misspelt key or a value of the wrong type
 (``trainer.epochs=three``) stops at start with Hydra's own message. A group's YAML file says only
 what differs from its schema here (`conf/trainer/default.yaml` is a comment), so a default is read
-in one place and cannot drift. Groups whose keys differ per choice (dataset, model, augmentation)
-stay untyped here: they are checked by the signature of the function they are built with.
+in one place and cannot drift. Groups whose keys differ per choice (dataset, model, optimizer) stay
+untyped here: they are checked against the signature of what their `_target_` names.
 """
 
 from __future__ import annotations
@@ -136,16 +136,6 @@ class PreprocessConfig:
 
 
 @dataclass
-class OptimizerConfig:
-    name: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.9  # SGD only
-    schedule: str = "constant"  # constant | cosine
-    warmup_epochs: int = 0
-
-
-@dataclass
 class TrainerConfig:
     epochs: int = 10
     batch_size: int = 64  # the global batch: split across the replicas under strategy=mirrored
@@ -214,7 +204,7 @@ class TrainConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     model: Any = None  # checked against its builder's signature (affectexp/targets.py)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    optimizer: Any = None  # a Keras optimizer class and its arguments, checked when built (training/optimizers.py)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     tuner: Optional[TunerConfig] = None
@@ -238,12 +228,15 @@ class EvaluateConfig:
 
 
 # Values their type allows but no run can use: (key, test, what the key must be). Checked by
-# check_values before any work, since a schema holds types, not ranges.
+# check_values before any work, since a schema holds types, not ranges (optimizer.lr's type too:
+# the optimizer group is untyped).
 VALUE_RANGES = (
     ("cache.size", lambda v: v >= 1, "the side of a face in pixels, 1 or more"),
     ("cache.chunk_rows", lambda v: v >= 1, "faces per HDF5 chunk, 1 or more"),
     ("split.val_fraction", lambda v: 0.0 <= v < 1.0, "the part of the training rows held out, in [0, 1)"),
     ("faces.margin", lambda v: v > -0.5, "above -0.5 (at -0.5 or below, every box shrinks to nothing)"),
+    ("optimizer.lr", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
+     "the learning rate, a number above 0"),
 )
 
 

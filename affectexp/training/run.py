@@ -64,12 +64,12 @@ def config_fingerprint(cfg: DictConfig) -> str:
 
 def check_config(cfg: DictConfig) -> None:
     """What the typed schemas cannot check, checked before anything is trained or logged:
-    the model's keys and types against its builder, the optimizer and schedule names, the
-    objective, and the augmentation (built once); and those the schemas leave open (value ranges,
-    mandatory values left out: config.check_values)."""
+    the model's keys and types against its builder, the optimizer and its schedule (built once),
+    the objective, and the augmentation (built once); and those the schemas leave open (value
+    ranges, mandatory values left out: config.check_values)."""
     check_values(cfg)
     check_target_config("model", cfg.model, BUILDER_ARGUMENTS)
-    check_optimizer_config(cfg.optimizer)
+    check_optimizer_config(cfg.optimizer, cfg.trainer.epochs)
     check_objective(cfg.trainer.objective)
     check_transform(augmentation_dict(cfg))
     augment_workers(cfg.trainer)
