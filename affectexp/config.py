@@ -1,9 +1,10 @@
-"""Typed config schemas behind the Hydra config groups.
+"""Typed config schemas behind the Hydra config groups: the one place for their types and defaults.
 
 Registered in Hydra's ConfigStore so that a misspelt key or a value of the wrong type
-(``trainer.epochs=three``) stops at start with Hydra's own message. Groups whose keys
-differ per choice (dataset, model, augmentation) stay untyped here: they are checked by
-the signature of the function they are built with.
+(``trainer.epochs=three``) stops at start with Hydra's own message. A group's YAML file says only
+what differs from its schema here (`conf/trainer/default.yaml` is a comment), so a default is read
+in one place and cannot drift. Groups whose keys differ per choice (dataset, model, optimizer) stay
+untyped here: they are checked against the signature of what their `_target_` names.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from enum import Enum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from affectexp.errors import ConfigError
 
@@ -61,7 +62,9 @@ class Split(_Choice):
 
 @dataclass
 class PathsConfig:
-    root: str = "."
+    """Every directory the project writes to; nothing else hard-codes one."""
+
+    root: str = "${oc.env:AFFECTEXP_ROOT,.}"
     data_dir: str = "${paths.root}/data"
     cache_dir: str = "${paths.root}/caches"
     runs_dir: str = "${paths.root}/runs"
@@ -70,35 +73,50 @@ class PathsConfig:
 
 @dataclass
 class ClassesConfig:
+    """An ordered set of expressions, the labels 0..K-1 (conf/classes/<name>.yaml)."""
+
     name: str = "???"
-    names: list[str] = field(default_factory=list)
+    names: list[str] = MISSING
 
 
 @dataclass
 class CacheConfig:
-    path: str = "???"
-    size: int = 96
+    """The HDF5 face cache shared by preprocess.py (writes it) and train.py (reads it)."""
+
+    path: str = "${paths.cache_dir}/${dataset.name}-${cache.color}${cache.size}-${classes.name}.h5"
+    size: int = 96  # faces are size x size pixels
     color: Color = Color.gray
-    chunk_rows: int = 512
+    chunk_rows: int = 512  # faces per HDF5 chunk and per worker task
 
 
 @dataclass
 class FacesConfig:
-    margin: float = 0.0
-    square: bool = False
+    """How a face is cut out of its photo."""
+
+    margin: float = 0.0  # extra border around the box, as a fraction of its size
+    square: bool = False  # widen the shorter side of the box to make it square
     out_of_bounds: OutOfBounds = OutOfBounds.clamp
+    # Decode JPEGs at 1/2, 1/4 or 1/8 scale when the face stays twice the target size there: faster,
+    # within about one grey level of a full decode.
     reduced_decoding: bool = True
+    # Turn each face so its eyes (landmarks 36-41, 42-47) are level; rows without landmarks stay as they are.
     align: bool = False
 
 
 @dataclass
 class SplitConfig:
-    val_fraction: float = 0.1
+    """The validation split: held out of the training list when the data set has none of its own."""
+
+    val_fraction: float = 0.1  # stratified per class
     seed: int = 0
 
 
 @dataclass
 class ShardConfig:
+    """Preprocessing on several machines: one run per index (`-m shard.index=0,1,2,3 shard.count=4`),
+    each crops one contiguous part of the rows into its own shard file; then `merge=true
+    shard.count=4` joins them into cache.path."""
+
     index: int = 0  # which contiguous part of the rows this run crops, 0..count-1
     count: int = 1  # 1: no sharding
 
@@ -118,60 +136,64 @@ class PreprocessConfig:
 
 
 @dataclass
-class OptimizerConfig:
-    name: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.9  # SGD only
-    schedule: str = "constant"  # constant | cosine
-    warmup_epochs: int = 0
-
-
-@dataclass
 class TrainerConfig:
     epochs: int = 10
-    batch_size: int = 64
+    batch_size: int = 64  # the global batch: split across the replicas under strategy=mirrored
     seed: int = 0
-    deterministic: bool = False
+    deterministic: bool = False  # true: the same weights twice (TF op determinism; slower on GPU)
     early_stopping_patience: int = 0  # 0 disables early stopping
-    monitor: str = "val_accuracy"
+    monitor: str = "val_accuracy"  # picks the best checkpoint (and what early stopping watches)
+    # Done each epoch at training time: the cache keeps every face.
     balance: Balance = Balance.class_weight
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # s: targets 1 - s + s/k for the true class, s/k for the others
     precision: Precision = Precision.float32
     strategy: Strategy = Strategy.default
-    ram_budget_mb: int = 2048
+    ram_budget_mb: int = 2048  # a split smaller than this is read into memory once; a larger one is streamed
     steps_per_epoch: Optional[int] = None  # None: the whole train split each epoch
-    augment_workers: Optional[int] = None  # augmenting processes; None: one per core (at most 8); 0: reader threads
+    # Processes that augment training batches at idle priority; None: one per core (at most 8);
+    # 0: augment in the reader threads.
+    augment_workers: Optional[int] = None
+    # What train.py returns, what sweepers and tuners optimise: <val|test>_<accuracy|balanced_accuracy|macro_f1>
+    # of the kept model. Select on validation: choosing on the test split overstates the result.
     objective: str = "val_accuracy"
 
 
 @dataclass
 class AugmentationConfig:
+    """conf/augmentation/<name>.yaml."""
+
     name: str = "???"
     transform: Any = None  # albumentations' serialised Compose (A.to_dict), or None
 
 
 @dataclass
 class LoggerConfig:
+    """Where runs are logged: MLflow."""
+
+    # Or http://host:port of an MLflow server. SQLite, not a plain ./mlruns folder: MLflow 3 refuses that.
     tracking_uri: str = "sqlite:///${paths.root}/mlflow.db"
     artifact_location: str = "${paths.root}/mlartifacts"
     experiment_name: str = "affectexp"
-    run_name: Optional[str] = None
-    offline: bool = False  # log to offline_uri when the tracking server does not answer
+    run_name: Optional[str] = None  # None: named from the model and the overrides (tasks/names.py)
+    offline: bool = False  # true: if the server does not answer, log to offline_uri and say so
     offline_uri: str = "sqlite:///${paths.root}/mlflow.db"
     system_metrics: bool = True  # MLflow samples CPU, memory, disk (and GPU) use into system/* metrics
 
 
 @dataclass
 class TunerConfig:
-    type: str = "random"  # random | bayesian | hyperband
+    """A KerasTuner search instead of one run (tuner=random|bayesian|hyperband); each trial is a
+    training run, a child of the search's MLflow run."""
+
+    type: str = "???"  # random | bayesian | hyperband: the tuner=... file chooses it
     max_trials: int = 4  # random and bayesian; hyperband's budget is trainer.epochs
     hyperband_factor: int = 3
-    objective: str = "${trainer.objective}"
+    objective: str = "${trainer.objective}"  # <val|test>_<accuracy|balanced_accuracy|macro_f1> of the kept model
     seed: int = 0
-    space: Any = None  # {config key or group: {type: float|int|choice|boolean, ...}}
-    export_name: str = "tuned"
-    export_config_dir: Optional[str] = None  # None: the search's folder
+    # {config key or group: {type: float|int|choice|boolean, ...}}; conf/tuner/random.yaml's is every tuner's.
+    space: Any = None
+    export_name: str = "tuned_${tuner.type}"  # the best trial is written as <export dir>/experiment/<export_name>.yaml
+    export_config_dir: Optional[str] = None  # None: the search's folder, runs/tuner/<type>-<config hash>
     worker_wait_s: float = 600.0  # distributed mode: how long a worker waits for the chief
 
 
@@ -181,9 +203,9 @@ class TrainConfig:
     dataset: Any = None
     classes: ClassesConfig = field(default_factory=ClassesConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
-    model: Any = None  # checked against its builder's signature (affectexp/models/schema.py)
+    model: Any = None  # checked against its builder's signature (affectexp/targets.py)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    optimizer: Any = None  # a Keras optimizer class and its arguments, checked when built (training/optimizers.py)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     tuner: Optional[TunerConfig] = None
@@ -207,12 +229,15 @@ class EvaluateConfig:
 
 
 # Values their type allows but no run can use: (key, test, what the key must be). Checked by
-# check_values before any work, since a schema holds types, not ranges.
+# check_values before any work, since a schema holds types, not ranges (optimizer.lr's type too:
+# the optimizer group is untyped).
 VALUE_RANGES = (
     ("cache.size", lambda v: v >= 1, "the side of a face in pixels, 1 or more"),
     ("cache.chunk_rows", lambda v: v >= 1, "faces per HDF5 chunk, 1 or more"),
     ("split.val_fraction", lambda v: 0.0 <= v < 1.0, "the part of the training rows held out, in [0, 1)"),
     ("faces.margin", lambda v: v > -0.5, "above -0.5 (at -0.5 or below, every box shrinks to nothing)"),
+    ("optimizer.lr", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
+     "the learning rate, a number above 0"),
 )
 
 

@@ -136,7 +136,7 @@ def build_tiny(input_shape, num_classes, units: int = 8, dropout: float = 0.0):
 
 def test_a_new_model_is_one_file_and_one_function(tmp_path, monkeypatch):
     """What conf/model/tiny.yaml would hold: `_target_: tiny_model.build_tiny` and its arguments."""
-    from affectexp.models.schema import ModelConfigError
+    from affectexp.errors import ConfigError
     from affectexp.tasks.train import build_model, check_config
 
     (tmp_path / "tiny_model.py").write_text(NEW_MODEL)
@@ -147,6 +147,6 @@ def test_a_new_model_is_one_file_and_one_function(tmp_path, monkeypatch):
     model = build_model(cfg, FACE_SHAPE, len(CLASSES), steps_per_epoch=10)
     assert model.name == "tiny" and model(faces(), training=False).shape == (2, len(CLASSES))
     cfg.model.units = "four"
-    with pytest.raises(ModelConfigError, match=r"model\.units: .*tiny_model\.build_tiny"):
+    with pytest.raises(ConfigError, match=r"model\.units: .*tiny_model\.build_tiny"):
         check_config(cfg)
     sys.modules.pop("tiny_model", None)

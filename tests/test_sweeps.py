@@ -58,7 +58,7 @@ def test_multirun_is_one_parent_with_comparable_children(built_cache):
     root = Path(built_cache[1].paths.root)
     # Two sweeps started in the same second: one succeeds, one has a failing job.
     good = cli(root, "optimizer.lr=1e-3,3e-4", "logger.experiment_name=sweep", multirun=True)
-    bad = cli(root, "optimizer=sgd", "optimizer.schedule=constant", "optimizer.lr=1e12",
+    bad = cli(root, "optimizer=sgd", "optimizer/schedule=constant", "optimizer.lr=1e12",
               "logger.experiment_name=sweep_fails", "trainer.seed=1,2", multirun=True)
     good_out, _ = good.communicate(timeout=600)
     bad_out, _ = bad.communicate(timeout=600)

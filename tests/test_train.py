@@ -59,7 +59,7 @@ def test_logged_model_predicts_as_evaluated(trained, tmp_path):
 def test_diverging_run_ends_failed(built_cache):
     from affectexp.tasks.train import TrainingDiverged, train
 
-    cfg = train_config(built_cache[1], ["optimizer=sgd", "optimizer.lr=1e12", "optimizer.schedule=constant",
+    cfg = train_config(built_cache[1], ["optimizer=sgd", "optimizer.lr=1e12", "optimizer/schedule=constant",
                                         "trainer.epochs=1", "logger.run_name=diverges", "augmentation=none"])
     with pytest.raises(TrainingDiverged, match="optimizer.lr"):
         train(cfg)
@@ -110,8 +110,9 @@ def test_cache_of_another_schema_version_stops_before_training(built_cache, tmp_
 
 # A key that a model's file or an experiment adds (+model.widht) is checked against the builder's
 # signature; a misspelt key on the command line already stops in Hydra (test_config.py).
-@pytest.mark.parametrize("override", ["+model.widht=3", "model.dropout=high", "optimizer.name=adamx",
-                                      "trainer.augment_workers=-1"])
+@pytest.mark.parametrize("override", ["+model.widht=3", "model.dropout=high", "optimizer.lr=fast",
+                                      "optimizer._target_=keras.optimizers.Adamx", "+optimizer.momentun=0.9",
+                                      "optimizer.schedule._target_=schedules.nope", "trainer.augment_workers=-1"])
 def test_bad_model_or_optimizer_value_stops_before_training(built_cache, override):
     from affectexp.errors import UserInputError
     from affectexp.tasks.train import train

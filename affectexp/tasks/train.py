@@ -20,9 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 from affectexp import locks, tracking
 from affectexp.config import check_values
 from affectexp.errors import ConfigError
+from affectexp.models import BUILDER_ARGUMENTS
 from affectexp.models.layers import with_class_names
-from affectexp.models.schema import check_model_config
 from affectexp.processes import stop_point
+from affectexp.targets import check_target_config
 from affectexp.training import runtime
 from affectexp.training.augment import FaceAugmenter, augmented_variants, check_transform, default_augment_workers
 from affectexp.training.caches import open_checked_cache
@@ -71,12 +72,12 @@ def config_fingerprint(cfg: DictConfig) -> str:
 
 def check_config(cfg: DictConfig) -> None:
     """What the typed schemas cannot check, checked before anything is trained or logged:
-    the model's keys and types against its builder, the optimizer and schedule names, the
-    objective, and the augmentation (built once); and those the schemas leave open (value ranges,
-    mandatory values left out: config.check_values)."""
+    the model's keys and types against its builder, the optimizer and its schedule (built once),
+    the objective, and the augmentation (built once); and those the schemas leave open (value
+    ranges, mandatory values left out: config.check_values)."""
     check_values(cfg)
-    check_model_config(cfg.model)
-    check_optimizer_config(cfg.optimizer)
+    check_target_config("model", cfg.model, BUILDER_ARGUMENTS)
+    check_optimizer_config(cfg.optimizer, cfg.trainer.epochs)
     check_objective(cfg.trainer.objective)
     check_transform(augmentation_dict(cfg))
     augment_workers(cfg.trainer)
