@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(PY) train.py
 	@echo
 	@echo "Compare runs in the MLflow UI:  make ui   (or: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db)"
+	@echo "(MLflow opens an experiment on its GenAI overview: choose \"Model training\" to see the runs.)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q

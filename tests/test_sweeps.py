@@ -210,6 +210,17 @@ def test_bad_search_stops_before_any_trial(built_cache, tmp_path, override, mess
     assert client.get_experiment_by_name("bad_search") is None
 
 
+def test_bad_training_value_stops_a_search_before_its_run(built_cache, tmp_path):
+    from affectexp.errors import ConfigError
+    from affectexp.tasks.search import search
+
+    cfg, overrides = tuner_config(built_cache, tmp_path, "+optimizer.momentun=0.9",
+                                  "logger.experiment_name=bad_search_value")
+    with pytest.raises(ConfigError, match="optimizer.momentun"):
+        search(cfg, overrides)
+    assert MlflowClient(cfg.logger.tracking_uri).get_experiment_by_name("bad_search_value") is None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -27,7 +27,7 @@ from affectexp import tracking
 from affectexp.errors import UserInputError
 from affectexp.tasks.names import model_name, override_key, run_name
 from affectexp.training.caches import open_checked_cache
-from affectexp.tasks.train import config_fingerprint, train_and_evaluate
+from affectexp.tasks.train import check_config, config_fingerprint, train_and_evaluate
 from affectexp.training.objectives import check_objective, objective_metric, objective_value
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 TUNERS = {"random": kt.RandomSearch, "bayesian": kt.BayesianOptimization, "hyperband": kt.Hyperband}
 TRIAL_TAG = "affectexp.trial_id"
 DIMENSION_TYPES = ("float", "int", "choice", "boolean")
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 class SearchError(UserInputError):
@@ -289,6 +289,7 @@ def search(cfg: DictConfig, overrides: list[str]) -> float:
     logged as children of the chief's run, and returns NaN.
     """
     dimensions = check_search(cfg)
+    check_config(cfg)  # what every trial shares (its optimizer, model, ...), before the search's run exists
     with open_checked_cache(cfg):
         pass  # a missing or mismatched cache stops before the search's run exists
     project_dir = Path(cfg.paths.runs_dir) / "tuner" / f"{cfg.tuner.type}-{config_fingerprint(cfg)}"

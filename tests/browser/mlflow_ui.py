@@ -54,6 +54,7 @@ from typing import Iterator
 
 REPO = Path(__file__).resolve().parents[2]
 VIEWPORT = {"width": 1400, "height": 800}
+NAME_WIDTH = 480  # the run name column's widest, in pixels
 
 # The network of the machines this runs on is closed: without these flags Chromium keeps
 # retrying refused connections (updates, sync, QUIC probes) and can hang at start-up.
@@ -393,6 +394,16 @@ class Ui:
         if handle.count():
             header.hover()
             handle.dblclick()
+            # A single run's name lists its overrides and can fill the window: past NAME_WIDTH it
+            # is cut, so that the metric and param columns stay in the picture.
+            box = header.bounding_box()
+            if box and box["width"] > NAME_WIDTH:
+                grip = handle.bounding_box()
+                x, y = grip["x"] + grip["width"] / 2, grip["y"] + grip["height"] / 2
+                self.page.mouse.move(x, y)
+                self.page.mouse.down()
+                self.page.mouse.move(x - (box["width"] - NAME_WIDTH), y, steps=10)
+                self.page.mouse.up()
 
     def choose_columns(self, metrics: list[str], params: list[str]) -> list[str]:
         """In the Columns menu: hides the attribute columns, ticks these metrics and params.
