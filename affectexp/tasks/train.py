@@ -24,13 +24,13 @@ from affectexp.models import BUILDER_ARGUMENTS
 from affectexp.models.layers import with_class_names
 from affectexp.processes import stop_point
 from affectexp.targets import check_target_config
+from affectexp.tasks.names import model_name, run_name
+from affectexp.tasks.sweep import current_sweep_job
 from affectexp.training import runtime
 from affectexp.training.augment import FaceAugmenter, augmented_variants, check_transform, default_augment_workers
 from affectexp.training.caches import open_checked_cache
 from affectexp.training.commit import EpochCommit, TrainingState, restore
 from affectexp.training.evaluation import evaluate_and_log
-from affectexp.tasks.names import model_name, run_name
-from affectexp.tasks.sweep import current_sweep_job
 from affectexp.training.inputs import CacheBatches, FollowEpochs, class_weights
 from affectexp.training.objectives import OBJECTIVE_METRICS, OBJECTIVE_SPLITS, check_objective, objective_metric, \
     objective_value
@@ -92,19 +92,19 @@ def run(cfg: DictConfig, overrides: list[str]) -> float:
     return train(cfg, parent, run_name(model, overrides) if parent is None else None)
 
 
-def train(cfg: DictConfig, parent: tracking.Parent | None = None, run_name: str | None = None) -> float:
-    """train_and_evaluate(cfg, parent, run_name), reduced to cfg.trainer.objective's value (for sweepers)."""
-    return objective_value(cfg.trainer.objective, train_and_evaluate(cfg, parent, run_name))
+def train(cfg: DictConfig, parent: tracking.Parent | None = None, name: str | None = None) -> float:
+    """train_and_evaluate(cfg, parent, name), reduced to cfg.trainer.objective's value (for sweepers)."""
+    return objective_value(cfg.trainer.objective, train_and_evaluate(cfg, parent, name))
 
 
 def train_and_evaluate(cfg: DictConfig, parent: tracking.Parent | None = None,
-                       run_name: str | None = None) -> dict[str, dict]:
+                       name: str | None = None) -> dict[str, dict]:
     """One tracked training run: train, evaluate on the validation and test splits and log
     everything; returns the evaluation metrics by split ({"val": {...}, "test": {...}}).
 
     The same run whoever starts it: train.py alone, a job of a sweep or a trial of a search
     (their `parent`, which names its child). The run is named logger.run_name, else
-    `run_name`, else by its parent. Rerunning the same config after an interruption continues the same
+    `name`, else by its parent. Rerunning the same config after an interruption continues the same
     MLflow run from its last committed epoch (see commit.py) and ends as if never
     interrupted; rerunning it after it finished trains nothing and returns the finished
     run's metrics. Only one process at a time trains a config: a second one stops at once
@@ -125,7 +125,7 @@ def train_and_evaluate(cfg: DictConfig, parent: tracking.Parent | None = None,
             log.info("This config already trained as MLflow run %s (%s); nothing to do. To train it again, "
                      "delete %s", finished.info.run_id, finished.info.run_name, work_dir)
             return logged_evaluation(finished.data.metrics, evaluated)
-        with tracking.tracked_run(experiment_id, cfg.logger.run_name or run_name, work_dir, parent,
+        with tracking.tracked_run(experiment_id, cfg.logger.run_name or name, work_dir, parent,
                                   system_metrics=cfg.logger.system_metrics) as run:
             tracking.log_config_params(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
             tracking.log_cache_input(cfg.cache.path, Path(cfg.cache.path).stem, digest, split_sizes)
