@@ -3,7 +3,6 @@ the cache as a dataset input, system metrics."""
 
 from __future__ import annotations
 
-
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
