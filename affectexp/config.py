@@ -178,6 +178,10 @@ class LoggerConfig:
     offline: bool = False  # true: if the server does not answer, log to offline_uri and say so
     offline_uri: str = "sqlite:///${paths.root}/mlflow.db"
     system_metrics: bool = True  # MLflow samples CPU, memory, disk (and GPU) use into system/* metrics
+    # Register each run's model (a sweep's or search's: its best child's) under this name in MLflow's
+    # model registry, and point this alias at the new version (e.g. champion): models:/<name>@<alias>.
+    register_model: Optional[str] = None
+    register_alias: Optional[str] = None
 
 
 @dataclass
@@ -220,7 +224,7 @@ class EvaluateConfig:
     classes: ClassesConfig = field(default_factory=ClassesConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    model_uri: str = "???"  # a .keras file, or an MLflow artifact URI: runs:/<run id>/model.keras
+    model_uri: str = "???"  # runs:/<run id>/model, models:/<name>@<alias>, models:/<name>/<version>, or a .keras file
     split: Split = Split.test
     batch_size: int = 256
     # True: predict only among the classes the cache has (the usual cross-data-set protocol);

@@ -32,7 +32,7 @@ def test_a_logged_model_reevaluated_from_its_run_reproduces_its_test_metrics(tra
     from affectexp.tasks.evaluate import evaluate
 
     _, train_cfg, train_run = trained
-    cfg = evaluate_config(train_cfg, [f"model_uri=runs:/{train_run.info.run_id}/model.keras",
+    cfg = evaluate_config(train_cfg, [f"model_uri=runs:/{train_run.info.run_id}/model",
                                       "logger.run_name=reevaluated"])
     assert evaluate(cfg) == pytest.approx(train_run.data.metrics["test/accuracy"], abs=1e-6)
     run = evaluation_run(cfg, "reevaluated")
@@ -52,16 +52,13 @@ def test_evaluate_py_says_in_one_line_which_cache_to_build(tmp_path):
     assert "Traceback" not in output
 
 
-def eight_class_model(model):
+def eight_class_model(model, five: list[str]):
     """The 5-class model's probabilities placed in AffectNet's 8-class order (anger at 6, not 4):
     a model whose head covers 8 classes, as one trained on AffectNet's 8 would. Contempt, a class
     the cache lacks, gets 55% of every face's probability: kept as a possible prediction it wins
     every face, while among the shared classes the order (and the accuracy) is the 5-class model's."""
     import keras
 
-    from affectexp.models.layers import ClassNames, class_names_of
-
-    five = class_names_of(model)
     placement = np.zeros((len(five), len(AFFECTNET8)), dtype=np.float32)
     for row, name in enumerate(five):
         placement[row, AFFECTNET8.index(name)] = 0.45
@@ -69,22 +66,24 @@ def eight_class_model(model):
     spread = keras.layers.Dense(len(AFFECTNET8), use_bias=False, trainable=False, name="to_affectnet8")
     probabilities = spread(model.get_layer("expression").output)
     spread.set_weights([placement])
-    return keras.Model(model.input, ClassNames(AFFECTNET8, name="class_names_8")(probabilities))
+    return keras.Model(model.input, probabilities)
 
 
 @pytest.mark.parametrize("restrict", [True, False])
 def test_an_8_class_model_is_evaluated_on_a_5_class_cache_by_class_name(trained, tmp_path, restrict):
-    import keras
+    import mlflow
 
+    from affectexp.inference.model import FaceModel, load_face_model, log_face_model
     from affectexp.tasks.evaluate import evaluate
 
     _, train_cfg, train_run = trained
-    path = MlflowClient(train_cfg.logger.tracking_uri).download_artifacts(train_run.info.run_id, "model.keras",
-                                                                          str(tmp_path))
-    model_path = tmp_path / "affectnet8.keras"
-    eight_class_model(keras.models.load_model(path)).save(model_path)
+    mlflow.set_tracking_uri(train_cfg.logger.tracking_uri)
+    five = load_face_model(f"runs:/{train_run.info.run_id}/model")
+    with mlflow.start_run(experiment_id=train_run.info.experiment_id, run_name="affectnet8 model"):
+        model_uri = log_face_model(FaceModel(eight_class_model(five.keras_model, five.class_names), AFFECTNET8,
+                                             five.face_spec))
     run_name = f"cross restrict={restrict}"
-    cfg = evaluate_config(train_cfg, [f"model_uri={model_path}", f"restrict_to_cache_classes={restrict}",
+    cfg = evaluate_config(train_cfg, [f"model_uri={model_uri}", f"restrict_to_cache_classes={restrict}",
                                       f"logger.run_name='{run_name}'"])
     accuracy = evaluate(cfg)
     run = evaluation_run(cfg, run_name)
@@ -117,16 +116,17 @@ def test_no_class_in_common_is_a_clear_error():
 
 
 def test_faces_of_another_size_are_refused_with_the_cache_to_use(trained, tmp_path):
-    import keras
+    import mlflow
 
     from affectexp.errors import UserInputError
+    from affectexp.inference.model import load_face_model
     from affectexp.training.evaluation import check_face_shape
 
     _, train_cfg, train_run = trained
-    path = MlflowClient(train_cfg.logger.tracking_uri).download_artifacts(train_run.info.run_id, "model.keras",
-                                                                          str(tmp_path))
+    mlflow.set_tracking_uri(train_cfg.logger.tracking_uri)
+    model = load_face_model(f"runs:/{train_run.info.run_id}/model").keras_model
     with pytest.raises(UserInputError, match="cache.size=48 cache.color=gray"):
-        check_face_shape(keras.models.load_model(path), (96, 96, 1), "other.h5")
+        check_face_shape(model, (96, 96, 1), "other.h5")
 
 
 def test_evaluate_on_a_cache_of_another_face_size_stops_before_a_run(trained, synthetic_root, tmp_path):
@@ -139,7 +139,7 @@ def test_evaluate_on_a_cache_of_another_face_size_stops_before_a_run(trained, sy
     small = compose_config("preprocess", tmp_path, [*synthetic_overrides(synthetic_root), "cache.size=32"])
     run_preprocess(small)
     cfg = compose_config("evaluate", Path(train_cfg.paths.root), [
-        f"cache.path={small.cache.path}", f"model_uri=runs:/{train_run.info.run_id}/model.keras",
+        f"cache.path={small.cache.path}", f"model_uri=runs:/{train_run.info.run_id}/model",
         "logger.run_name=wrong_size"])
     with pytest.raises(UserInputError, match="faces are \\(32, 32, 1\\) but the model takes \\(48, 48, 1\\).*cache.size=48"):
         evaluate(cfg)

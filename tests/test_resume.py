@@ -89,8 +89,8 @@ def kill(process: subprocess.Popen) -> None:
 
 
 # mid-epoch; between an epoch's commit and its MLflow metrics; at the last epoch's commit;
-# during evaluation (after val, before test); while logging artifacts.
-MOMENTS = ["batch:2:3", "epoch_committed:1", "epoch_committed:3", "evaluated:val", "artifacts"]
+# during evaluation (after val, before test); after logging the model; while logging artifacts.
+MOMENTS = ["batch:2:3", "epoch_committed:1", "epoch_committed:3", "evaluated:val", "model_logged", "artifacts"]
 
 
 @pytest.mark.slow
@@ -119,7 +119,8 @@ def test_killed_run_resumes_as_if_never_killed(built_cache, uninterrupted, tmp_p
     for resumed, never_killed in zip(final_weights(cfg), final_weights(reference_cfg), strict=True):
         np.testing.assert_array_equal(resumed, never_killed)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"model.keras", "config.yaml", "training_curves.png", "test_metrics.json"} <= artifacts
+    assert {"config.yaml", "training_curves.png", "test_metrics.json"} <= artifacts
+    assert len(run.outputs.model_outputs) == 1  # logged once, though the rerun reached logging again
 
 
 def test_a_finished_run_is_not_trained_again(uninterrupted):

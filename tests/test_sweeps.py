@@ -147,7 +147,7 @@ def test_tuner_search_logs_trials_as_nested_runs_and_exports_the_best(built_cach
                for t in trials)
     assert all({"best_val/accuracy", "test/accuracy"} <= t.data.metrics.keys() for t in trials)
     assert [m.step for m in client.get_metric_history(trials[0].info.run_id, "val/accuracy")] == [1]
-    assert all("model.keras" in {a.path for a in client.list_artifacts(t.info.run_id)} for t in trials)
+    assert all(len(t.outputs.model_outputs) == 1 for t in trials)
 
     best = max(trials, key=lambda t: t.data.metrics["best_val/accuracy"])
     assert objective == pytest.approx(best.data.metrics["best_val/accuracy"])
@@ -300,7 +300,7 @@ def test_sweep_and_search_against_a_real_mlflow_server(built_cache, tmp_path):
         assert sorted(r.info.run_name for r in children) == ["simple_cnn dropout=0.2", "simple_cnn dropout=0.4"]
         assert children[0].data.params.keys() == children[1].data.params.keys()
         assert all(len(client.get_metric_history(r.info.run_id, "train/loss")) == 1 for r in children)
-        assert all("model.keras" in {a.path for a in client.list_artifacts(r.info.run_id)} for r in children)
+        assert all(len(r.outputs.model_outputs) == 1 for r in children)
 
         _, searched = runs_of(uri, "remote_search")
         [search_parent] = [r for r in searched if "mlflow.parentRunId" not in r.data.tags]

@@ -14,7 +14,6 @@ from hydra.errors import ConfigCompositionException
 from mlflow.tracking import MlflowClient
 
 from affectexp.data.cache import CacheError, FaceCache
-from affectexp.models.layers import class_names_of
 from conftest import EPOCHS, TINY_MODEL, compose_config, train_config
 
 
@@ -38,22 +37,35 @@ def test_run_records_params_metrics_and_artifacts(trained):
     assert [m.step for m in history] == list(range(1, EPOCHS + 1))
     assert {"train/loss", "train/accuracy", "val/loss", "train/learning_rate", "test/f1/happy"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "model.keras", "test_confusion_matrix.png", "test_metrics.json",
+    assert {"config.yaml", "test_confusion_matrix.png", "test_metrics.json",
             "training_curves.png", "augmentation_samples.png"} <= artifacts
 
 
-def test_logged_model_predicts_as_evaluated(trained, tmp_path):
-    import keras
+def test_logged_model_predicts_as_evaluated_and_the_same_through_pyfunc_without_affectexp(trained, tmp_path):
+    """The run's MLflow model (Keras flavor) carries its classes and the cache's face spec, and
+    MLflow's generic loader, in a Python that never imports affectexp, predicts what Keras does."""
+    import mlflow
+
+    from affectexp.inference.model import load_face_model
 
     _, cfg, run = trained
-    path = MlflowClient(cfg.logger.tracking_uri).download_artifacts(run.info.run_id, "model.keras", str(tmp_path))
-    model = keras.models.load_model(path)
+    mlflow.set_tracking_uri(cfg.logger.tracking_uri)
+    uri = f"runs:/{run.info.run_id}/model"
+    model = load_face_model(uri)
     with FaceCache(cfg.cache.path) as cache:
         faces = cache.read_faces("test", 0, cache.split_size("test"))  # uint8, as stored
-        labels = cache.labels("test")
-    accuracy = float((model.predict(faces, verbose=0).argmax(axis=1) == labels).mean())
-    assert accuracy == pytest.approx(run.data.metrics["test/accuracy"], abs=1e-6)
-    assert class_names_of(model) == list(cfg.classes.names)
+        labels, spec = cache.labels("test"), cache.face_spec
+    probabilities = model.predict(faces)
+    assert float((probabilities.argmax(axis=1) == labels).mean()) == pytest.approx(run.data.metrics["test/accuracy"],
+                                                                                   abs=1e-6)
+    assert model.class_names == list(cfg.classes.names) and model.face_spec == spec
+    np.save(tmp_path / "faces.npy", faces)
+    script = ("import sys, mlflow, numpy as np; mlflow.set_tracking_uri(sys.argv[1]); "
+              "p = mlflow.pyfunc.load_model(sys.argv[2]).predict(np.load(sys.argv[3])); np.save(sys.argv[4], p); "
+              "assert not [m for m in sys.modules if m.startswith('affectexp')]")
+    subprocess.run([sys.executable, "-c", script, cfg.logger.tracking_uri, uri, str(tmp_path / "faces.npy"),
+                    str(tmp_path / "pyfunc.npy")], check=True, cwd=tmp_path, capture_output=True, timeout=300)
+    np.testing.assert_allclose(np.load(tmp_path / "pyfunc.npy"), probabilities, atol=1e-6)
 
 
 def test_diverging_run_ends_failed(built_cache):

@@ -24,6 +24,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from affectexp.data.faces import FaceSpec
 from affectexp.errors import UserInputError
 
 SCHEMA_VERSION = 1
@@ -114,6 +115,11 @@ class FaceCache:
     def fingerprint(self) -> str:
         """The preprocessing's fingerprint of the cache's content (its inputs and settings)."""
         return str(self.file.attrs.get("fingerprint", ""))
+
+    @property
+    def face_spec(self) -> FaceSpec:
+        """How the cache's faces were cut out (its preprocessing config), for cutting faces the same way."""
+        return FaceSpec.from_content(self.attr("config"))
 
     def attr(self, key: str):
         """A JSON attribute, decoded."""

@@ -55,6 +55,12 @@ class FaceSpec:
     def channels(self) -> int:
         return 1 if self.color == "gray" else 3
 
+    @classmethod
+    def from_content(cls, content: dict) -> FaceSpec:
+        """The spec of a preprocessing config's content sections (data/summary.content_config:
+        what a cache stores as its "config" attribute and a logged model as its face spec)."""
+        return cls(size=content["cache"]["size"], color=str(content["cache"]["color"]), **content["faces"])
+
 
 def expand_box(box: tuple[float, float, float, float], margin: float, square: bool) -> tuple[float, float, float, float]:
     """(x, y, w, h) grown by `margin` of its size on each side, then squared if asked."""

@@ -17,7 +17,8 @@ from affectexp import tracking
 from affectexp.config import check_values
 from affectexp.errors import UserInputError
 from affectexp.training.caches import open_cache
-from affectexp.training.evaluation import check_face_shape, evaluate_and_log, load_saved_model, model_classes
+from affectexp.inference.model import load_face_model
+from affectexp.training.evaluation import check_face_shape, evaluate_and_log, model_classes
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +32,17 @@ def evaluate(cfg: DictConfig) -> float:
     if size == 0:
         raise UserInputError(f"{cfg.cache.path}: the cache has no {split} faces; choose another split")
     experiment_id = tracking.configure_logger(cfg.logger)
-    model = load_saved_model(cfg.model_uri)
-    check_face_shape(model, face_shape, cfg.cache.path)
-    names = model_classes(model, cache_names)
+    model = load_face_model(cfg.model_uri)
+    check_face_shape(model.keras_model, face_shape, cfg.cache.path)
+    names = model_classes(model.keras_model, model.class_names, cache_names)
     run_name = cfg.logger.run_name or f"evaluate {model.name} on {Path(cfg.cache.path).stem}"
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
         mlflow.set_tag("affectexp.task", "evaluate")
         tracking.log_params({"model_uri": cfg.model_uri, "cache.path": str(cfg.cache.path), "split": split,
                              "model.classes": json.dumps(names), "cache.classes": json.dumps(cache_names),
                              "restrict_to_cache_classes": str(cfg.restrict_to_cache_classes)})
-        metrics = evaluate_and_log(model, cfg.cache.path, split, cache_names, cfg.batch_size,
-                                   cfg.restrict_to_cache_classes)
+        metrics = evaluate_and_log(model.keras_model, model.class_names, cfg.cache.path, split, cache_names,
+                                   cfg.batch_size, cfg.restrict_to_cache_classes)
         log.info("%s accuracy %.4f, balanced accuracy %.4f, macro-F1 %.4f over %s (MLflow run %s)", split,
                  metrics["accuracy"], metrics["balanced_accuracy"], metrics["macro_f1"], metrics["class_names"],
                  run.info.run_id)

@@ -48,8 +48,7 @@ log = logging.getLogger(__name__)
 
 def face_spec(cfg: DictConfig) -> FaceSpec:
     """How faces are cut out, as the config says."""
-    content = content_config(cfg)
-    return FaceSpec(size=content["cache"]["size"], color=content["cache"]["color"], **content["faces"])
+    return FaceSpec.from_content(content_config(cfg))
 
 
 @dataclass

@@ -20,8 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from affectexp import locks, tracking
 from affectexp.config import check_values
 from affectexp.errors import ConfigError
+from affectexp.inference.model import FaceModel, log_face_model, logged_model_uri, register
 from affectexp.models import BUILDER_ARGUMENTS
-from affectexp.models.layers import with_class_names
 from affectexp.processes import stop_point
 from affectexp.targets import check_target_config
 from affectexp.tasks.names import model_name, run_name
@@ -112,7 +112,7 @@ def train_and_evaluate(cfg: DictConfig, parent: tracking.Parent | None = None,
     """
     check_config(cfg)
     with open_checked_cache(cfg) as cache:
-        face_shape, class_names = cache.face_shape, list(cache.class_names)
+        face_shape, class_names, face_spec = cache.face_shape, list(cache.class_names), cache.face_spec
         split_sizes = {split: cache.split_size(split) for split in ("train", *OBJECTIVE_SPLITS)}
         digest = cache.fingerprint
     evaluated = [split for split in OBJECTIVE_SPLITS if split_sizes[split] > 0]
@@ -135,11 +135,12 @@ def train_and_evaluate(cfg: DictConfig, parent: tracking.Parent | None = None,
                 model = fit(cfg, face_shape, class_names, work_dir, state)
             metrics = {}
             for split in evaluated:
-                metrics[split] = evaluate_and_log(model, cfg.cache.path, split, class_names, cfg.trainer.batch_size,
+                metrics[split] = evaluate_and_log(model, class_names, cfg.cache.path, split, class_names,
+                                                  cfg.trainer.batch_size,
                                                   ram_budget_bytes=cfg.trainer.ram_budget_mb << 20)
                 stop_point(f"evaluated:{split}")
             tracking.log_metrics_once({tracking.TRAIN_SECONDS: state.train_seconds})
-            log_run_artifacts(cfg, model, state.history_dict())
+            log_run_artifacts(cfg, FaceModel(model, class_names, face_spec), state.history_dict())
             test = metrics.get("test", {})
             log.info("Test accuracy %.4f, balanced accuracy %.4f, macro-F1 %.4f (MLflow run %s)",
                      test.get("accuracy", float("nan")), test.get("balanced_accuracy", float("nan")),
@@ -186,7 +187,7 @@ def make_batches(cfg: DictConfig) -> tuple[CacheBatches, CacheBatches]:
 
 def build_model(cfg: DictConfig, face_shape, num_classes: int, steps_per_epoch: int) -> keras.Model:
     """The configured model (cfg.model's `_target_` builder) in cfg.trainer.precision, carrying
-    the class names (cfg.classes.names), compiled with the configured optimizer and loss.
+    compiled with the configured optimizer and loss.
 
     Call it inside the distribution strategy's scope (see fit) for the variables to be mirrored.
     """
@@ -194,7 +195,6 @@ def build_model(cfg: DictConfig, face_shape, num_classes: int, steps_per_epoch: 
         raise ConfigError(f"classes={cfg.classes.name} names {len(cfg.classes.names)} classes, not {num_classes}")
     with runtime.dtype_policy(str(cfg.trainer.precision)):
         model = instantiate(cfg.model, input_shape=tuple(face_shape), num_classes=num_classes, _convert_="all")
-        model = with_class_names(model, list(cfg.classes.names))
     model.compile(
         optimizer=build_optimizer(cfg.optimizer, steps_per_epoch, cfg.trainer.epochs),
         loss=classification_loss(num_classes, cfg.trainer.label_smoothing),
@@ -255,10 +255,17 @@ def log_augmentation_samples(cfg: DictConfig) -> None:
                             folder / "augmentation_samples.png")
 
 
-def log_run_artifacts(cfg: DictConfig, model: keras.Model, history: dict) -> None:
-    """The resolved config, the trained model (.keras) and the training curves."""
+def log_run_artifacts(cfg: DictConfig, model: FaceModel, history: dict) -> None:
+    """The resolved config, the training curves and the trained model (an MLflow model,
+    registered as logger.register_model with alias logger.register_alias when they are set).
+    A run continued after a kill that had already logged its model does not log it again."""
     with tracking.artifact_dir() as folder:
         (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        model.save(folder / "model.keras")
         plot_history(history, folder / "training_curves.png")
-        stop_point("artifacts")
+    uri = logged_model_uri(mlflow.active_run().info.run_id) or log_face_model(model)
+    stop_point("model_logged")
+    if cfg.logger.register_model:
+        version = register(uri, cfg.logger.register_model, cfg.logger.register_alias)
+        log.info("Registered the model as %s version %s%s", cfg.logger.register_model, version,
+                 f" (alias {cfg.logger.register_alias})" if cfg.logger.register_alias else "")
+    stop_point("artifacts")

@@ -8,20 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import keras
-import mlflow
 import numpy as np
 
-import affectexp.models.layers  # noqa: F401  (registers the custom layers for loading models)
-import affectexp.training.losses  # noqa: F401  (registers the custom loss of compiled checkpoints)
 from affectexp import tracking
 from affectexp.errors import UserInputError
-from affectexp.models.layers import class_names_of
 from affectexp.training.inputs import CacheBatches
 from affectexp.training.metrics import classification_metrics
 from affectexp.training.plots import plot_confusion_matrix
@@ -71,12 +65,11 @@ def match_classes(model_names: Sequence[str], cache_names: Sequence[str], restri
     return ClassMatch(names, label_map, columns)
 
 
-def model_classes(model: keras.Model, cache_names: Sequence[str]) -> list[str]:
-    """The class names a model was saved with; a model saved without them (its ClassNames
-    layer) is taken to predict the cache's classes in the cache's order, if it has as many."""
-    names = class_names_of(model)
-    if names is not None:
-        return names
+def model_classes(model: keras.Model, model_names: Sequence[str] | None, cache_names: Sequence[str]) -> list[str]:
+    """The class names of the model's outputs; a model that does not say (a bare .keras file)
+    is taken to predict the cache's classes in the cache's order, if it has as many."""
+    if model_names is not None:
+        return list(model_names)
     if model.output.shape[-1] != len(cache_names):
         raise ClassMismatch(f"the model carries no class names and has {model.output.shape[-1]} outputs, "
                             f"but the cache holds {len(cache_names)} classes {list(cache_names)}")
@@ -109,14 +102,16 @@ def log_evaluation(metrics: dict, split: str) -> None:
                               folder / f"{prefix}_confusion_matrix.png")
 
 
-def evaluate_and_log(model: keras.Model, cache_path: str, split: str, class_names: Sequence[str], batch_size: int,
-                     restrict_to_cache_classes: bool = True, ram_budget_bytes: int = 2 << 30) -> dict:
-    """Evaluate `model` on `split` of the cache whose classes are `class_names`, matching the
-    model's classes by name; log it (log_evaluation names the metrics) and return the
-    metrics (see classification_metrics) with "evaluated_faces" and "skipped_faces" added.
+def evaluate_and_log(model: keras.Model, model_names: Sequence[str] | None, cache_path: str, split: str,
+                     class_names: Sequence[str], batch_size: int, restrict_to_cache_classes: bool = True,
+                     ram_budget_bytes: int = 2 << 30) -> dict:
+    """Evaluate `model`, whose outputs are the classes `model_names` (None: see model_classes),
+    on `split` of the cache whose classes are `class_names`, matching classes by name; log it
+    (log_evaluation names the metrics) and return the metrics (see classification_metrics) with
+    "evaluated_faces" and "skipped_faces" added.
     The split is streamed when it is larger than `ram_budget_bytes`."""
     labels, probabilities = predict_split(model, cache_path, split, batch_size, ram_budget_bytes)
-    match = match_classes(model_classes(model, class_names), class_names, restrict_to_cache_classes)
+    match = match_classes(model_classes(model, model_names, class_names), class_names, restrict_to_cache_classes)
     y_true, y_pred = match.apply(labels, probabilities)
     metrics = classification_metrics(y_true, y_pred, match.names)
     metrics["evaluated_faces"], metrics["skipped_faces"] = len(y_true), len(labels) - len(y_true)
@@ -124,47 +119,6 @@ def evaluate_and_log(model: keras.Model, cache_path: str, split: str, class_name
         log.warning("%d %s faces are of classes the model does not know: left out", metrics["skipped_faces"], split)
     log_evaluation(metrics, split)
     return metrics
-
-
-def load_saved_model(model_uri: str) -> keras.Model:
-    """A saved .keras model from a path, or from an MLflow artifact URI (runs:/<run id>/model.keras).
-
-    Loaded uncompiled: evaluation only predicts, and this needs no optimizer or loss classes.
-    """
-    if "://" in model_uri or model_uri.startswith("runs:/"):
-        try:
-            path = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
-        except mlflow.exceptions.MlflowException as error:
-            raise UserInputError(f"model_uri: cannot download {model_uri}: {error.message}") from None
-    else:
-        path = Path(model_uri)
-    if not path.is_file() or path.suffix != ".keras":
-        raise UserInputError(f"model_uri: {model_uri} is not a .keras file (a path, or runs:/<run id>/model.keras)")
-    check_keras_archive(path)
-    return keras.models.load_model(path, compile=False)
-
-
-# The members every archive that Keras 3's model.save writes holds.
-KERAS_ARCHIVE_MEMBERS = {"config.json", "metadata.json"}
-
-
-def check_keras_archive(path: Path) -> None:
-    """Refuse, naming the file, a .keras file that is not a saved Keras model.
-
-    Keras itself reports such a file as "File not found", which sends the user looking for
-    a file that exists.
-    """
-    reason = None
-    if not zipfile.is_zipfile(path):
-        reason = "it is not a zip archive, as every .keras file is (truncated, or another format)"
-    else:
-        with zipfile.ZipFile(path) as archive:
-            absent = KERAS_ARCHIVE_MEMBERS - set(archive.namelist())
-        if absent:
-            reason = f"its zip archive lacks {', '.join(sorted(absent))}"
-    if reason:
-        raise UserInputError(f"model_uri: {path} is not a Keras model: {reason}; pass a .keras file that "
-                             "train.py or keras' model.save wrote")
 
 
 def check_face_shape(model: keras.Model, face_shape: tuple[int, int, int], cache_path: str) -> None:

@@ -1,0 +1,162 @@
+"""A trained model as it is shipped: the Keras model, its class names and how its faces are cut
+out, logged as one MLflow model (Keras flavor, so also pyfunc: `mlflow.pyfunc.load_model`,
+`mlflow models serve`) and loaded back from any model URI.
+
+The face spec (size, colour, margin, square, alignment, out-of-bounds rule: everything
+preprocessing used) travels in the logged model's metadata, so that inference crops a photo's
+face exactly as the training cache did. The signature says what the model takes and gives:
+uint8 faces (-1, H, W, C) in, class probabilities (-1, K) out, in the order of `class_names`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+from mlflow.models import Model, ModelSignature
+from mlflow.types.schema import Schema, TensorSpec
+
+from affectexp.data.faces import FaceSpec
+from affectexp.errors import UserInputError
+
+# The logged model's name within its run: runs:/<run id>/model.
+MODEL_NAME = "model"
+# What MLflow's pyfunc loader imports to predict, pinned to the versions that trained the model.
+# Listed here rather than inferred: MLflow infers them by loading the model in a subprocess,
+# about 8 s per logged model (measured).
+_REQUIREMENTS = ("mlflow", "keras", "tensorflow", "numpy")
+# The forms of model_uri every task accepts, for error messages.
+URI_FORMS = "runs:/<run id>/model, models:/<name>@<alias>, models:/<name>/<version>, or a .keras file"
+
+
+@dataclass(frozen=True)
+class FaceModel:
+    """A Keras model taking uint8 faces and giving class probabilities, with what it needs
+    to be used: class_names (its output columns, None when a bare .keras file does not say)
+    and face_spec (how its faces are cut from a photo, None likewise)."""
+
+    keras_model: keras.Model
+    class_names: list[str] | None
+    face_spec: FaceSpec | None
+
+    @property
+    def face_shape(self) -> tuple[int, int, int]:
+        return tuple(self.keras_model.input_shape[1:])
+
+    @property
+    def name(self) -> str:
+        return self.keras_model.name
+
+    def predict(self, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Class probabilities (n, K) float32 of uint8 faces (n, H, W, C)."""
+        if len(faces) == 0:
+            return np.zeros((0, self.keras_model.output_shape[-1]), np.float32)
+        return np.asarray(self.keras_model.predict(faces, batch_size=batch_size, verbose=0), dtype=np.float32)
+
+
+def signature(face_shape: tuple[int, int, int], num_classes: int) -> ModelSignature:
+    """uint8 faces (-1, H, W, C) named "faces" in, float32 probabilities (-1, K) out."""
+    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, *face_shape), "faces")]),
+                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes), "probabilities")]))
+
+
+def pip_requirements() -> list[str]:
+    """The installed versions of what loading the model for prediction needs."""
+    requirements = []
+    for package in _REQUIREMENTS:
+        try:
+            requirements.append(f"{package}=={importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:  # e.g. tensorflow-cpu installed instead
+            requirements.append(package)
+    return requirements
+
+
+def log_face_model(model: FaceModel, registered_name: str | None = None) -> str:
+    """Log `model` to the active MLflow run as MODEL_NAME, registered as `registered_name` if
+    given; returns its model URI (models:/<model id>).
+
+    What is logged is an uncompiled copy: prediction needs no optimizer, and loading a compiled
+    model would need the training loss's class (training/losses.py) wherever it is loaded.
+    """
+    if model.class_names is None or model.face_spec is None:
+        raise ValueError("a logged model needs its class names and face spec")
+    keras_model = model.keras_model
+    uncompiled = keras.Model(keras_model.inputs, keras_model.outputs, name=keras_model.name)
+    info = mlflow.keras.log_model(
+        uncompiled, name=MODEL_NAME, signature=signature(model.face_shape, len(model.class_names)),
+        metadata={"class_names": list(model.class_names), "face_spec": asdict(model.face_spec)},
+        pip_requirements=pip_requirements(), registered_model_name=registered_name)
+    return info.model_uri
+
+
+def logged_model_uri(run_id: str) -> str | None:
+    """The URI of the model a run logged (models:/<model id>), or None if it logged none.
+
+    A run continued after a kill asks this before logging its model: it is logged once.
+    """
+    run = mlflow.get_run(run_id)
+    found = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list",
+                                        filter_string=f"source_run_id = '{run_id}' AND name = '{MODEL_NAME}'")
+    return f"models:/{found[0].model_id}" if found else None
+
+
+def register(model_uri: str, name: str, alias: str | None = None) -> str:
+    """Register `model_uri` (models:/<model id>) as a version of `name`, once (a run continued
+    after a kill finds its version), and point `alias` at it if given; returns the version."""
+    client = mlflow.MlflowClient()
+    versions = [v.version for v in client.search_model_versions(f"name = '{name}'") if v.source == model_uri]
+    version = versions[0] if versions else mlflow.register_model(model_uri, name).version
+    if alias:
+        client.set_registered_model_alias(name, alias, version)
+    return str(version)
+
+
+def load_face_model(model_uri: str) -> FaceModel:
+    """A FaceModel from an MLflow model URI (runs:/, models:/, a logged model's folder) or a
+    .keras file (which carries neither class names nor a face spec). Loaded uncompiled:
+    prediction needs no optimizer or loss."""
+    path = Path(model_uri)
+    if path.suffix == ".keras":
+        if not path.is_file():
+            raise UserInputError(f"model_uri: {model_uri} does not exist; pass {URI_FORMS}")
+        check_keras_archive(path)
+        return FaceModel(keras.models.load_model(path, compile=False), None, None)
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    except (mlflow.exceptions.MlflowException, OSError) as error:
+        message = getattr(error, "message", str(error))
+        raise UserInputError(f"model_uri: cannot load {model_uri} ({message}); pass {URI_FORMS}") from None
+    if not (local / "MLmodel").is_file():
+        raise UserInputError(f"model_uri: {model_uri} is not an MLflow model (no MLmodel file); pass {URI_FORMS}")
+    metadata = Model.load(str(local / "MLmodel")).metadata or {}
+    keras_model = mlflow.keras.load_model(str(local), load_model_kwargs={"compile": False})
+    spec = metadata.get("face_spec")
+    return FaceModel(keras_model, metadata.get("class_names"), FaceSpec(**spec) if spec else None)
+
+
+# The members every archive that Keras 3's model.save writes holds.
+KERAS_ARCHIVE_MEMBERS = {"config.json", "metadata.json"}
+
+
+def check_keras_archive(path: Path) -> None:
+    """Refuse, naming the file, a .keras file that is not a saved Keras model.
+
+    Keras itself reports such a file as "File not found", which sends the user looking for
+    a file that exists.
+    """
+    reason = None
+    if not zipfile.is_zipfile(path):
+        reason = "it is not a zip archive, as every .keras file is (truncated, or another format)"
+    else:
+        with zipfile.ZipFile(path) as archive:
+            absent = KERAS_ARCHIVE_MEMBERS - set(archive.namelist())
+        if absent:
+            reason = f"its zip archive lacks {', '.join(sorted(absent))}"
+    if reason:
+        raise UserInputError(f"model_uri: {path} is not a Keras model: {reason}; pass a .keras file that "
+                             "train.py or keras' model.save wrote")
