@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 from test_sweeps import cli, children_of, local_store
 
 EXPERIMENT = "comparable"
+REGISTERED = "comparable_fer"
 
 
 def finished(process) -> str:
@@ -25,10 +26,10 @@ def store(built_cache, tmp_path_factory):
     (the shared cache, one store; run in turn: the machine has few cores)."""
     root = Path(built_cache[1].paths.root)
     # augmentation as the trials have it (light or strong): a run without one has no augmentation artifacts
-    logged = f"logger.experiment_name={EXPERIMENT}", "augmentation=light"
-    finished(cli(root, *logged, "optimizer.lr=2e-3"))
-    finished(cli(root, *logged, "optimizer.lr=1e-3,3e-3", multirun=True))
-    finished(cli(root, *logged, "tuner=random", "tuner.max_trials=2",
+    logged = f"logger.experiment_name={EXPERIMENT}", "augmentation=light", f"logger.register_model={REGISTERED}"
+    finished(cli(root, *logged, "optimizer.lr=2e-3", "logger.register_alias=single"))
+    finished(cli(root, *logged, "optimizer.lr=1e-3,3e-3", "logger.register_alias=sweep", multirun=True))
+    finished(cli(root, *logged, "tuner=random", "tuner.max_trials=2", "logger.register_alias=champion",
                  f"tuner.export_config_dir={tmp_path_factory.mktemp('export')}"))
     client = MlflowClient(local_store(built_cache))
     experiment = client.get_experiment_by_name(EXPERIMENT)
@@ -90,3 +91,27 @@ def test_each_parent_shows_its_best_child(store):
         assert best_params and all(best.data.params[k] == v for k, v in best_params.items())
         assert {"optimizer.lr"} <= best_params.keys()  # what differs between the children, never the base
         assert "leaderboard.csv" in artifact_names(client, parent)
+
+
+def test_the_registry_holds_each_run_s_model_and_each_parent_s_best_child_s(store, built_cache):
+    """logger.register_model/register_alias: a single run registers its own model, a sweep and a
+    search only their best child's (not every child's), and each alias loads that model."""
+    import mlflow
+
+    from affectexp.inference.model import load_face_model
+
+    client, runs = store
+    singles, families = kinds(runs)
+    expected = {"single": singles[0].info.run_id}
+    for parent in families:
+        expected["champion" if "affectexp.search" in parent.data.tags else "sweep"] = \
+            parent.data.tags["affectexp.best_run_id"]
+    assert sorted(expected) == ["champion", "single", "sweep"]
+    assert len(client.search_model_versions(f"name = '{REGISTERED}'")) == 3
+    for alias, run_id in expected.items():
+        version = client.get_model_version_by_alias(REGISTERED, alias)
+        [output] = client.get_run(run_id).outputs.model_outputs
+        assert version.source == f"models:/{output.model_id}", alias
+    mlflow.set_tracking_uri(local_store(built_cache))
+    model = load_face_model(f"models:/{REGISTERED}@champion")
+    assert model.class_names == ["neutral", "happy", "sad", "surprise", "anger"] and model.face_spec.size == 48

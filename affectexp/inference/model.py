@@ -11,6 +11,7 @@ uint8 faces (-1, H, W, C) in, class probabilities (-1, K) out, in the order of `
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ from mlflow.types.schema import Schema, TensorSpec
 
 from affectexp.data.faces import FaceSpec
 from affectexp.errors import UserInputError
+
+log = logging.getLogger(__name__)
 
 # The logged model's name within its run: runs:/<run id>/model.
 MODEL_NAME = "model"
@@ -114,6 +117,19 @@ def register(model_uri: str, name: str, alias: str | None = None) -> str:
     if alias:
         client.set_registered_model_alias(name, alias, version)
     return str(version)
+
+
+def register_run_model(run_id: str, name: str | None, alias: str | None) -> None:
+    """Register the model run `run_id` logged as `name` (logger.register_model; None: do nothing)
+    with `alias` (logger.register_alias): a single run's own model, or a sweep's or search's best child's."""
+    if not name:
+        return
+    uri = logged_model_uri(run_id)
+    if uri is None:
+        raise ValueError(f"MLflow run {run_id} logged no model to register")
+    version = register(uri, name, alias)
+    log.info("Registered the model of MLflow run %s as %s version %s%s; load it as models:/%s%s", run_id, name,
+             version, f" (alias {alias})" if alias else "", name, f"@{alias}" if alias else f"/{version}")
 
 
 def load_face_model(model_uri: str) -> FaceModel:

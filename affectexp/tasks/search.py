@@ -24,6 +24,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 from affectexp import tracking
+from affectexp.inference.model import register_run_model
 from affectexp.errors import UserInputError
 from affectexp.tasks.names import model_name, override_key, run_name
 from affectexp.training.caches import open_checked_cache
@@ -311,6 +312,7 @@ def search(cfg: DictConfig, overrides: list[str]) -> float:
         if best is None:  # KerasTuner prints a failed trial's traceback and goes on
             raise SearchError(f"no trial of the search finished (MLflow run {parent.info.run_id}); "
                               "the trials' errors are printed above")
+        register_run_model(best.info.run_id, cfg.logger.register_model, cfg.logger.register_alias)
         values = best_values(tuner, dimensions)
         experiment = write_experiment(cfg, values, project_dir)
         mlflow.log_artifact(str(experiment))

@@ -22,6 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from affectexp import tracking
+from affectexp.inference.model import register_run_model
 from affectexp.tasks.names import run_name, sweep_name
 from affectexp.training.objectives import objective_metric
 
@@ -99,8 +100,10 @@ class MlflowSweepCallback(Callback):
         parent_file = Path(str(config.hydra.sweep.dir)) / PARENT_FILE
         if parent_file.exists():
             tracking.configure_logger(config.logger)
-            tracking.summarise_children(json.loads(parent_file.read_text())["run_id"],
-                                        objective_metric(config.trainer.objective))
+            best = tracking.summarise_children(json.loads(parent_file.read_text())["run_id"],
+                                               objective_metric(config.trainer.objective))
+            if best is not None:
+                register_run_model(best.info.run_id, config.logger.register_model, config.logger.register_alias)
         self._terminate_parent(config, "FINISHED")
 
     def _fail_if_unfinished(self, config: DictConfig) -> None:

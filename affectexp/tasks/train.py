@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from affectexp import locks, tracking
 from affectexp.config import check_values
 from affectexp.errors import ConfigError
-from affectexp.inference.model import FaceModel, log_face_model, logged_model_uri, register
+from affectexp.inference.model import FaceModel, log_face_model, logged_model_uri, register_run_model
 from affectexp.models import BUILDER_ARGUMENTS
 from affectexp.processes import stop_point
 from affectexp.targets import check_target_config
@@ -140,7 +140,8 @@ def train_and_evaluate(cfg: DictConfig, parent: tracking.Parent | None = None,
                                                   ram_budget_bytes=cfg.trainer.ram_budget_mb << 20)
                 stop_point(f"evaluated:{split}")
             tracking.log_metrics_once({tracking.TRAIN_SECONDS: state.train_seconds})
-            log_run_artifacts(cfg, FaceModel(model, class_names, face_spec), state.history_dict())
+            log_run_artifacts(cfg, FaceModel(model, class_names, face_spec), state.history_dict(),
+                              register=parent is None)
             test = metrics.get("test", {})
             log.info("Test accuracy %.4f, balanced accuracy %.4f, macro-F1 %.4f (MLflow run %s)",
                      test.get("accuracy", float("nan")), test.get("balanced_accuracy", float("nan")),
@@ -255,17 +256,18 @@ def log_augmentation_samples(cfg: DictConfig) -> None:
                             folder / "augmentation_samples.png")
 
 
-def log_run_artifacts(cfg: DictConfig, model: FaceModel, history: dict) -> None:
+def log_run_artifacts(cfg: DictConfig, model: FaceModel, history: dict, register: bool) -> None:
     """The resolved config, the training curves and the trained model (an MLflow model,
-    registered as logger.register_model with alias logger.register_alias when they are set).
+    registered as logger.register_model with alias logger.register_alias when they are set
+    and `register`).
     A run continued after a kill that had already logged its model does not log it again."""
     with tracking.artifact_dir() as folder:
         (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         plot_history(history, folder / "training_curves.png")
-    uri = logged_model_uri(mlflow.active_run().info.run_id) or log_face_model(model)
+    run_id = mlflow.active_run().info.run_id
+    if logged_model_uri(run_id) is None:
+        log_face_model(model)
     stop_point("model_logged")
-    if cfg.logger.register_model:
-        version = register(uri, cfg.logger.register_model, cfg.logger.register_alias)
-        log.info("Registered the model as %s version %s%s", cfg.logger.register_model, version,
-                 f" (alias {cfg.logger.register_alias})" if cfg.logger.register_alias else "")
+    if register:  # else a sweep's or search's child: its parent registers the best child's model
+        register_run_model(run_id, cfg.logger.register_model, cfg.logger.register_alias)
     stop_point("artifacts")
