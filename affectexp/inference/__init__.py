@@ -1,0 +1,1 @@
+"""Applying trained models to photos and videos: face detection (detectors.py)."""
