@@ -1,5 +1,5 @@
 """Evaluate a saved model on any cache, classes matched by name:
-`python evaluate.py model_uri=runs:/<run id>/model.keras cache.size=48 classes=basic5`."""
+`python evaluate.py model_uri=runs:/<run id>/model cache.size=48 classes=basic5`."""
 
 import hydra
 from omegaconf import DictConfig

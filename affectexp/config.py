@@ -232,6 +232,35 @@ class EvaluateConfig:
     restrict_to_cache_classes: bool = True
 
 
+class ExportFormat(_Choice):
+    tflite = "tflite"  # TensorFlow Lite (LiteRT): phones, edge devices
+    saved_model = "saved_model"  # TensorFlow SavedModel: TF Serving, other TensorFlow code
+
+
+@dataclass
+class VideoConfig:
+    every_n_frames: int = 10  # frames 0, n, 2n, ... of each video are read (1: every frame)
+
+
+@dataclass
+class PredictConfig:
+    """predict.py: a logged model on photos, folders, videos or an AffectNet-style list; or export it."""
+
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)  # where runs:/ and models:/ URIs are looked up
+    detector: Any = None  # conf/detector/<name>.yaml: the face detector's class (_target_) and arguments
+    model_uri: str = "???"  # runs:/<run id>/model, models:/<name>@<alias>, models:/<name>/<version>
+    inputs: Optional[str] = None  # a photo, a video, a folder of them (recursively), or a .csv list with boxes
+    images_dir: Optional[str] = None  # the folder a .csv list's paths are relative to; None: the list's folder
+    output: str = "${paths.output_dir}/predict/faces.csv"  # one row per face
+    batch_size: int = 256  # faces per model call
+    render: bool = False  # also write each photo (video) with boxes and predictions drawn, into render_dir
+    render_dir: str = "${paths.output_dir}/predict/rendered"
+    video: VideoConfig = field(default_factory=VideoConfig)
+    export: Optional[ExportFormat] = None  # instead of predicting, write the model in this format
+    export_dir: str = "${paths.output_dir}/export"  # the export goes to <export_dir>/<export>
+
+
 # Values their type allows but no run can use: (key, test, what the key must be). Checked by
 # check_values before any work, since a schema holds types, not ranges (optimizer.lr's type too:
 # the optimizer group is untyped).
@@ -240,6 +269,8 @@ VALUE_RANGES = (
     ("cache.chunk_rows", lambda v: v >= 1, "faces per HDF5 chunk, 1 or more"),
     ("split.val_fraction", lambda v: 0.0 <= v < 1.0, "the part of the training rows held out, in [0, 1)"),
     ("faces.margin", lambda v: v > -0.5, "above -0.5 (at -0.5 or below, every box shrinks to nothing)"),
+    ("video.every_n_frames", lambda v: v >= 1, "1 (every frame) or more"),
+    ("batch_size", lambda v: v >= 1, "faces per model call, 1 or more"),
     ("optimizer.lr", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
      "the learning rate, a number above 0"),
 )
@@ -266,6 +297,7 @@ def register_schemas() -> None:
     store.store(name="preprocess_schema", node=PreprocessConfig)
     store.store(name="train_schema", node=TrainConfig)
     store.store(name="evaluate_schema", node=EvaluateConfig)
+    store.store(name="predict_schema", node=PredictConfig)
 
 
 register_schemas()

