@@ -25,12 +25,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# Speed and memory figures (not tests): preprocessing, then the training input on 48 and 96 px caches.
+# Speed and memory figures (not tests): preprocessing, the training input on 48 and 96 px caches, the face detectors.
 benchmark: $(STAMP)
 	$(PY) benchmarks/preprocess.py
 	$(PY) preprocess.py cache.size=48
 	$(PY) preprocess.py cache.size=96
 	$(PY) benchmarks/train_input.py
+	$(PY) benchmarks/detectors.py
 
 # Screenshots of the MLflow UI on fresh tiny runs (tests/browser/mlflow_ui.py; not part of `make test`),
 # into outputs/screenshots. Chromium comes from Debian: apt-get install chromium.

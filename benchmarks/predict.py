@@ -33,8 +33,8 @@ SYNTHETIC_IMAGES = REPO / "data/synthetic/Manually_Annotated_Images"
 # Run in the fer environment: every photo through FER().detect_emotions, prints faces and seconds.
 FER_SCRIPT = """
 import json, sys, time, cv2
-from fer import FER
-detector = FER()
+from fer.fer import FER
+detector = FER()  # its own Haar cascade and emotion model, both in its wheel
 photos = [cv2.imread(p) for p in json.loads(sys.argv[1])]
 detector.detect_emotions(photos[0])  # warm-up: model loading
 start = time.perf_counter()
@@ -88,15 +88,27 @@ def detection_only(detector, photos: list[Path]) -> float:
 
 
 def fer_environment(folder: Path) -> Path | None:
-    """The python of a virtual environment with fer installed (made once), or None if it fails."""
+    """The python of a virtual environment with fer (made once), or None if it does not install.
+
+    fer's own requirements pull in PyTorch (for its optional MTCNN detector) and OpenCV 4 with
+    contrib; its default FER() needs only OpenCV 4's CascadeClassifier (gone from OpenCV 5) and
+    TensorFlow. So: fer without its requirements, OpenCV 4 headless, and this environment's
+    packages (TensorFlow, NumPy, pandas) behind the throwaway one's through a .pth file.
+    """
     python = folder / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
-        installed = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "fer"], capture_output=True,
-                                   text=True)
-        if installed.returncode != 0:
-            print(f"fer did not install: {installed.stderr.strip().splitlines()[-1:]}")
-            return None
+        for arguments in (["--no-deps", "fer"], ["opencv-python-headless>=4.9,<5", "requests", "setuptools<81"]):
+            installed = subprocess.run([str(python), "-m", "pip", "install", "--quiet", *arguments],
+                                       capture_output=True, text=True)
+            if installed.returncode != 0:
+                print(f"fer did not install: {installed.stderr.strip().splitlines()[-1:]}")
+                return None
+        ours = subprocess.run([sys.executable, "-c", "import site; print(site.getsitepackages()[0])"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        theirs = subprocess.run([str(python), "-c", "import site; print(site.getsitepackages()[0])"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        Path(theirs, "affectexp-packages.pth").write_text(ours + "\n")
     return python
 
 
