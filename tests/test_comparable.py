@@ -115,3 +115,14 @@ def test_the_registry_holds_each_run_s_model_and_each_parent_s_best_child_s(stor
     mlflow.set_tracking_uri(local_store(built_cache))
     model = load_face_model(f"models:/{REGISTERED}@champion")
     assert model.class_names == ["neutral", "happy", "sad", "surprise", "anger"] and model.face_spec.size == 48
+
+
+def test_registering_later_registers_the_finished_run_without_training(store, built_cache):
+    """The same command again with another alias: nothing is trained, the finished run's model gets it."""
+    client, _ = store
+    root = Path(built_cache[1].paths.root)
+    output = finished(cli(root, f"logger.experiment_name={EXPERIMENT}", "augmentation=light",
+                          f"logger.register_model={REGISTERED}", "optimizer.lr=2e-3", "logger.register_alias=later"))
+    assert "already trained" in output
+    assert client.get_model_version_by_alias(REGISTERED, "later").version == \
+        client.get_model_version_by_alias(REGISTERED, "single").version

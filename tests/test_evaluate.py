@@ -146,3 +146,20 @@ def test_evaluate_on_a_cache_of_another_face_size_stops_before_a_run(trained, sy
     client = MlflowClient(cfg.logger.tracking_uri)
     experiment = client.get_experiment_by_name(cfg.logger.experiment_name)
     assert not client.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'wrong_size'")
+
+
+def test_a_cache_cut_otherwise_than_the_model_s_faces_is_evaluated_with_a_warning(trained, synthetic_root, tmp_path,
+                                                                                  caplog):
+    """Another margin is allowed (it can be the experiment), and said: it costs accuracy."""
+    from affectexp.tasks.evaluate import evaluate
+    from affectexp.tasks.preprocess import run_preprocess
+
+    _, train_cfg, train_run = trained
+    wider = compose_config("preprocess", tmp_path, [*synthetic_overrides(synthetic_root), "faces.margin=0.2"])
+    run_preprocess(wider)
+    cfg = evaluate_config(train_cfg, [f"model_uri=runs:/{train_run.info.run_id}/model", "logger.run_name=margin",
+                                      f"cache.path={wider.cache.path}"])
+    with caplog.at_level("WARNING", logger="affectexp"):
+        evaluate(cfg)
+    assert "faces were cut otherwise than the model's training faces: faces.margin=0.2 (the model's: 0.0)" \
+        in caplog.text

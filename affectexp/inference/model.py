@@ -126,7 +126,8 @@ def register_run_model(run_id: str, name: str | None, alias: str | None) -> None
         return
     uri = logged_model_uri(run_id)
     if uri is None:
-        raise ValueError(f"MLflow run {run_id} logged no model to register")
+        raise UserInputError(f"logger.register_model: MLflow run {run_id} logged no model to register (trained "
+                             "before runs logged their models); train it again to register it")
     version = register(uri, name, alias)
     log.info("Registered the model of MLflow run %s as %s version %s%s; load it as models:/%s%s", run_id, name,
              version, f" (alias {alias})" if alias else "", name, f"@{alias}" if alias else f"/{version}")

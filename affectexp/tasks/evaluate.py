@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import mlflow
@@ -15,6 +16,7 @@ from omegaconf import DictConfig
 
 from affectexp import tracking
 from affectexp.config import check_values
+from affectexp.data.faces import FaceSpec
 from affectexp.errors import UserInputError
 from affectexp.training.caches import open_cache
 from affectexp.inference.model import load_face_model
@@ -29,12 +31,14 @@ def evaluate(cfg: DictConfig) -> float:
     split = str(cfg.split)
     with open_cache(cfg) as cache:
         face_shape, cache_names, size = cache.face_shape, list(cache.class_names), cache.split_size(split)
+        cache_spec = cache.face_spec
     if size == 0:
         raise UserInputError(f"{cfg.cache.path}: the cache has no {split} faces; choose another split")
     experiment_id = tracking.configure_logger(cfg.logger)
     model = load_face_model(cfg.model_uri)
     check_face_shape(model.keras_model, face_shape, cfg.cache.path)
     names = model_classes(model.keras_model, model.class_names, cache_names)
+    warn_if_cut_otherwise(model.face_spec, cache_spec, cfg.cache.path)
     run_name = cfg.logger.run_name or f"evaluate {model.name} on {Path(cfg.cache.path).stem}"
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
         mlflow.set_tag("affectexp.task", "evaluate")
@@ -47,3 +51,15 @@ def evaluate(cfg: DictConfig) -> float:
                  metrics["accuracy"], metrics["balanced_accuracy"], metrics["macro_f1"], metrics["class_names"],
                  run.info.run_id)
     return metrics["accuracy"]
+
+
+def warn_if_cut_otherwise(model_spec: FaceSpec | None, cache_spec: FaceSpec, cache_path: str) -> None:
+    """Say so when the cache's faces were cut otherwise than the model's training faces (another
+    margin, alignment, ...): allowed (that can be the experiment), but it lowers the accuracy."""
+    if model_spec is None:
+        return
+    differing = [f"faces.{key}={value} (the model's: {getattr(model_spec, key)})"
+                 for key, value in asdict(cache_spec).items() if getattr(model_spec, key) != value]
+    if differing:
+        log.warning("%s: its faces were cut otherwise than the model's training faces: %s", cache_path,
+                    ", ".join(differing))

@@ -124,6 +124,8 @@ def train_and_evaluate(cfg: DictConfig, parent: tracking.Parent | None = None,
         if finished is not None and finished.info.status == "FINISHED":
             log.info("This config already trained as MLflow run %s (%s); nothing to do. To train it again, "
                      "delete %s", finished.info.run_id, finished.info.run_name, work_dir)
+            if parent is None:  # registering is a logger setting: asking for it later registers the finished run's
+                register_run_model(finished.info.run_id, cfg.logger.register_model, cfg.logger.register_alias)
             return logged_evaluation(finished.data.metrics, evaluated)
         with tracking.tracked_run(experiment_id, cfg.logger.run_name or name, work_dir, parent,
                                   system_metrics=cfg.logger.system_metrics) as run:
@@ -187,8 +189,8 @@ def make_batches(cfg: DictConfig) -> tuple[CacheBatches, CacheBatches]:
 
 
 def build_model(cfg: DictConfig, face_shape, num_classes: int, steps_per_epoch: int) -> keras.Model:
-    """The configured model (cfg.model's `_target_` builder) in cfg.trainer.precision, carrying
-    compiled with the configured optimizer and loss.
+    """The configured model (cfg.model's `_target_` builder) in cfg.trainer.precision, compiled
+    with the configured optimizer and loss.
 
     Call it inside the distribution strategy's scope (see fit) for the variables to be mirrored.
     """
@@ -259,8 +261,7 @@ def log_augmentation_samples(cfg: DictConfig) -> None:
 def log_run_artifacts(cfg: DictConfig, model: FaceModel, history: dict, register: bool) -> None:
     """The resolved config, the training curves and the trained model (an MLflow model,
     registered as logger.register_model with alias logger.register_alias when they are set
-    and `register`).
-    A run continued after a kill that had already logged its model does not log it again."""
+    and `register`). A run continued after a kill that had already logged its model does not log it again."""
     with tracking.artifact_dir() as folder:
         (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         plot_history(history, folder / "training_curves.png")
