@@ -84,6 +84,16 @@ def trained(built_cache):
     return objective, cfg, run
 
 
+def default_ctrl_c() -> None:
+    """Popen's preexec_fn for tests that press Ctrl-C: the child gets SIGINT's default action and
+    an unblocked SIGINT, as a terminal starts a command, whatever this test process (whose
+    in-process runs start worker pools) holds for SIGINT at that moment."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def worker_pids(pid: int | str = "self") -> set[int]:
     """The multiprocessing workers that process `pid` started (not its resource tracker)."""
     pids: set[int] = set()

@@ -22,7 +22,7 @@ from affectexp.data.cache import CacheError, FaceCache
 from affectexp.tasks.preprocess import run_preprocess
 from affectexp.errors import INTERRUPTED_STATUS
 from affectexp.locks import lock_path_of
-from conftest import compose_config, wait_until_ended, worker_pids
+from conftest import compose_config, default_ctrl_c, wait_until_ended, worker_pids
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 ENTRY_TIMEOUT_S = 300
@@ -243,7 +243,8 @@ def test_ctrl_c_ends_the_workers_in_one_line_and_the_rerun_continues(synthetic_r
     parts = cache.with_name(cache.name + ".parts")
     # its own session: a terminal's Ctrl-C reaches the whole foreground group, workers included
     process = subprocess.Popen(entry_command("preprocess.py", args), cwd=REPOSITORY, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                               preexec_fn=default_ctrl_c)
     try:
         wait_for(lambda: any(parts.glob("segment-*.h5")), process)
         workers = worker_pids(process.pid)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import TINY_MODEL, compose_config, running, wait_until_ended, worker_pids
+from conftest import TINY_MODEL, compose_config, default_ctrl_c, running, wait_until_ended, worker_pids
 
 REPO = Path(__file__).resolve().parents[1]
 # Deterministic on CPU, so the killed-and-resumed run must give the uninterrupted run's weights.
@@ -63,7 +63,7 @@ def start_train(cfg, stop_at: str) -> subprocess.Popen:
     command = [sys.executable, "train.py", f"paths.root={cfg.paths.root}", "cache.size=48",
                f"cache.path={cfg.cache.path}", *TINY_MODEL, *RESUME_OVERRIDES]
     env = {**os.environ, "AFFECTEXP_STOP_AT": stop_at}
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, preexec_fn=default_ctrl_c,
                             stderr=subprocess.STDOUT)  # its output is a few kB: the pipe never fills
 
 
