@@ -129,8 +129,7 @@ def detected_faces(frame: Frame, detector: FaceDetector, spec: FaceSpec) -> list
     image = frame.image if spec.color == "rgb" else cv2.cvtColor(frame.image, cv2.COLOR_RGB2GRAY)
     found = []
     for detection in sorted(detector.detect(frame.image), key=lambda d: -d.score):
-        eyes = getattr(detection, "eyes", None)
-        angle = eye_line_angle(*eyes) if spec.align and eyes is not None else None
+        angle = eye_line_angle(*detection.eyes) if spec.align and detection.eyes is not None else None
         try:
             face = cut_face(image, expand_box(detection.box, spec.margin, spec.square), spec, angle)
         except FaceError:  # a box with less than 2 pixels inside the image
