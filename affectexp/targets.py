@@ -12,11 +12,11 @@ import dataclasses
 import inspect
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, List, Optional
 
 from hydra._internal.utils import _locate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from affectexp.errors import ConfigError
@@ -62,7 +62,7 @@ def target_schema(target: Callable[..., Any], provided: Sequence[str]) -> type |
     return dataclasses.make_dataclass(f"{target.__name__}_config", fields)
 
 
-def check_target_config(key: str, node: DictConfig, provided: Sequence[str]) -> None:
+def check_target_config(key: str, node: Mapping[str, Any], provided: Sequence[str]) -> None:
     """ConfigError naming the key (`key`.<name>) when node._target_ cannot be imported, or when
     `node` does not fit its signature less the arguments the caller passes itself (`provided`)."""
     target = node.get("_target_")
@@ -79,9 +79,8 @@ def check_target_config(key: str, node: DictConfig, provided: Sequence[str]) -> 
     schema = target_schema(imported, provided)
     if schema is None:
         return
-    values = OmegaConf.to_container(node, resolve=True)
     try:
-        OmegaConf.merge(OmegaConf.structured(schema), values)
+        OmegaConf.merge(OmegaConf.structured(schema), node)
     except OmegaConfBaseException as error:
         message = str(error.msg).splitlines()[0]
         raise ConfigError(f"{key}.{error.full_key}: {message} (the arguments of {target})") from None

@@ -47,15 +47,16 @@ SKIP_STEPS = 3  # the first steps of each fit: warm-up, queue filling
 
 
 def compose(root: Path, size: int, overrides: list[str] = ()):
-    """train.py's config for `size` px faces under `root`, as the CLI composes it."""
+    """train.py's settings (a TrainConfig) for `size` px faces under `root`, as the CLI composes them."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    import affectexp.config  # noqa: F401  (registers the schemas)
+    from affectexp.tasks.train import read_config
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return hydra_compose("train", overrides=[f"paths.root={root}", f"cache.size={size}", "model=simple_cnn",
-                                                 "augmentation=strong", f"trainer.batch_size={BATCH}", *overrides])
+        cfg = hydra_compose("train", overrides=[f"paths.root={root}", f"cache.size={size}", "model=simple_cnn",
+                                                "augmentation=strong", f"trainer.batch_size={BATCH}", *overrides])
+    return read_config(cfg)[0]
 
 
 def require_cache(cfg) -> str:
@@ -88,15 +89,15 @@ def step_times():
     return StepTimes()
 
 
-def streamed_batches(cfg, steps: int | None, augment: bool = True):
-    """What train.py feeds fit(), streamed: chunk order, 2 reader threads, cfg's augmentation
-    (in trainer.augment_workers processes) or none."""
+def streamed_batches(cache, cfg, steps: int | None, augment: bool = True):
+    """What train.py feeds fit(), streamed from the opened `cache`: chunk order, 2 reader threads,
+    cfg's augmentation (in trainer.augment_workers processes) or none."""
     from affectexp.training.inputs import CacheBatches
-    from affectexp.tasks.train import augment_workers, augmentation_dict
+    from affectexp.tasks.train import augment_workers
 
-    return CacheBatches(cfg.cache.path, "train", BATCH, shuffle=True, seed=0,
-                        augmentation=augmentation_dict(cfg) if augment else None, ram_budget_bytes=0, steps=steps,
-                        workers=2, augment_workers=augment_workers(cfg.trainer))
+    return CacheBatches(cache, "train", BATCH, shuffle=True, seed=0,
+                        augmentation=cfg.augmentation.transform if augment else None, ram_budget_bytes=0,
+                        steps=steps, workers=2, augment_workers=augment_workers(cfg.trainer))
 
 
 # The inputs compared, in the order of each round: name -> augmented?
@@ -116,13 +117,12 @@ def speed(root: Path, size: int, steps: int, rounds: int) -> tuple[dict[str, flo
 
     cfg = compose(root, size)
     require_cache(cfg)
-    with FaceCache(cfg.cache.path) as cache:
-        faces, labels = cache.read_faces("train", 0, steps * BATCH), cache.labels("train")[:steps * BATCH]
-        class_count = len(cache.class_names)
-    model = build_model(cfg, faces.shape[1:], class_count, steps)
+    cache = FaceCache(cfg.cache.path)
+    faces, labels = cache.read_faces("train", 0, steps * BATCH), cache.labels("train")[:steps * BATCH]
+    model = build_model(cfg, faces.shape[1:], len(cache.class_names), steps)
     times = {name: [] for name in ("numpy", *STREAMED)}  # per input, each round's step times
     model.fit(faces[:4 * BATCH], labels[:4 * BATCH], batch_size=BATCH, verbose=0)  # compile outside the timing
-    inputs = {name: streamed_batches(cfg, steps, augment) for name, augment in STREAMED.items()}
+    inputs = {name: streamed_batches(cache, cfg, steps, augment) for name, augment in STREAMED.items()}
     try:
         for batches in inputs.values():
             model.fit(batches, epochs=1, steps_per_epoch=SKIP_STEPS, verbose=0, shuffle=False)  # start the augmenting processes
@@ -135,6 +135,7 @@ def speed(root: Path, size: int, steps: int, rounds: int) -> tuple[dict[str, flo
     finally:
         for batches in inputs.values():
             batches.close()
+        cache.close()
     medians = {name: BATCH / statistics.median([step for each in per_round for step in each.seconds])
                for name, per_round in times.items()}
     ratios = [statistics.median(plain.seconds) / statistics.median(strong.seconds)
@@ -178,17 +179,17 @@ def peak_rss_child(cache_path: str, root: Path) -> None:
     from affectexp.tasks.train import build_model
 
     cfg = compose(root, 48, [f"cache.path={cache_path}"])
-    with FaceCache(cache_path) as cache:
-        face_shape, class_count, faces = cache.face_shape, len(cache.class_names), cache.split_size("train")
     sampler = PeakMemory()
     sampler.start()
-    batches = streamed_batches(cfg, None)
-    model = build_model(cfg, face_shape, class_count, len(batches))
-    started = time.perf_counter()
-    model.fit(batches, epochs=1, verbose=0)
-    seconds = time.perf_counter() - started
-    sampler.stop()
-    batches.close()
+    with FaceCache(cache_path) as cache:
+        faces = cache.split_size("train")
+        batches = streamed_batches(cache, cfg, None)
+        model = build_model(cfg, cache.face_shape, len(cache.class_names), len(batches))
+        started = time.perf_counter()
+        model.fit(batches, epochs=1, verbose=0)
+        seconds = time.perf_counter() - started
+        sampler.stop()
+        batches.close()
     print(json.dumps({"faces": faces, "seconds": seconds, "peak_rss_mb": sampler.total_mb,
                       "worker_rss_mb": sampler.worker_mb}))
 

@@ -69,11 +69,12 @@ def epoch_labels_and_faces(batches) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_streaming_yields_the_same_faces_as_memory_with_bounded_memory(built_cache):
+    from affectexp.data.cache import FaceCache
     from affectexp.training.inputs import SHUFFLE_WINDOW_CHUNKS, CacheBatches
 
-    path = built_cache[1].cache.path
-    in_memory = CacheBatches(path, "train", 32, shuffle=True, seed=0)
-    streamed = CacheBatches(path, "train", 32, shuffle=True, seed=0, ram_budget_bytes=0)
+    cache = FaceCache(built_cache[1].cache.path)
+    in_memory = CacheBatches(cache, "train", 32, shuffle=True, seed=0)
+    streamed = CacheBatches(cache, "train", 32, shuffle=True, seed=0, ram_budget_bytes=0)
     try:
         assert in_memory.in_memory and not streamed.in_memory and streamed.faces is None
         memory_labels, memory_faces = epoch_labels_and_faces(in_memory)
@@ -86,6 +87,7 @@ def test_streaming_yields_the_same_faces_as_memory_with_bounded_memory(built_cac
     finally:
         in_memory.close()
         streamed.close()
+        cache.close()
 
 
 # A small imbalanced cache written with the project's own writer: 40 / 10 / 6 training faces
@@ -136,17 +138,16 @@ def read_epoch(batches, epoch: int) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize(("balance", "counts"), [
     ("none", CACHE_COUNTS), ("class_weight", CACHE_COUNTS), ("oversample", [40, 40, 40]), ("truncate", [6, 6, 6])])
 def test_each_balance_mode_gives_its_class_counts_every_epoch(imbalanced_cache, balance, counts, streamed):
+    from affectexp.data.cache import FaceCache
     from affectexp.training.inputs import CacheBatches
 
     path, labels = imbalanced_cache
-    batches = CacheBatches(path, "train", 5, shuffle=True, seed=0, balance=balance,
-                           ram_budget_bytes=0 if streamed else 2 << 30)
-    try:
+    with FaceCache(path) as cache:
+        batches = CacheBatches(cache, "train", 5, shuffle=True, seed=0, balance=balance,
+                               ram_budget_bytes=0 if streamed else 2 << 30)
         assert batches.in_memory is not streamed
         epochs = [read_epoch(batches, epoch) for epoch in range(3)]
         assert len(batches) == math.ceil(sum(counts) / 5)
-    finally:
-        batches.close()
     for positions, given in epochs:
         np.testing.assert_array_equal(given, labels[positions])  # each face comes with its own label
         assert np.bincount(given, minlength=3).tolist() == counts
@@ -170,13 +171,15 @@ def test_class_weights_make_every_class_weigh_the_same(imbalanced_cache):
 def test_streaming_reads_every_face_once_per_epoch_a_window_at_a_time(imbalanced_cache, monkeypatch):
     """More chunks than the window and than the chunks kept: each epoch reads every chunk once,
     mixes the rows of the chunks of one window, and keeps a bounded number of chunks."""
+    from affectexp.data.cache import FaceCache
     from affectexp.training.inputs import SHUFFLE_WINDOW_CHUNKS, CacheBatches
 
     path, labels = imbalanced_cache
     chunks = math.ceil(len(labels) / CACHE_CHUNK_ROWS)
     kept = 2 * SHUFFLE_WINDOW_CHUNKS + 2
     assert chunks > kept > SHUFFLE_WINDOW_CHUNKS  # the fixture exercises eviction
-    batches = CacheBatches(path, "train", 5, shuffle=True, seed=0, ram_budget_bytes=0)
+    cache = FaceCache(path)
+    batches = CacheBatches(cache, "train", 5, shuffle=True, seed=0, ram_budget_bytes=0)
     reads = []
     read_faces = batches.cache.read_faces
     monkeypatch.setattr(batches.cache, "read_faces",
@@ -195,6 +198,7 @@ def test_streaming_reads_every_face_once_per_epoch_a_window_at_a_time(imbalanced
                 assert sorted(reads) == [CACHE_CHUNK_ROWS * c for c in range(chunks)]
     finally:
         batches.close()
+        cache.close()
     assert most_kept <= kept
     epochs = np.array(orders).reshape(3, len(labels))
     for order in epochs:
@@ -220,10 +224,11 @@ def test_final_evaluation_streams_a_split_larger_than_the_ram_budget(imbalanced_
     read_faces = FaceCache.read_faces
     monkeypatch.setattr(FaceCache, "read_faces",
                         lambda self, split, start, stop: read_rows.append(stop - start) or read_faces(self, split, start, stop))
-    in_memory = predict_split(model, path, "train", 8)
-    assert read_rows == [len(labels)]  # fits the default budget: read once
-    read_rows.clear()
-    streamed = predict_split(model, path, "train", 8, ram_budget_bytes=0)
+    with FaceCache(path) as cache:
+        in_memory = predict_split(model, cache, "train", 8)
+        assert read_rows == [len(labels)]  # fits the default budget: read once
+        read_rows.clear()
+        streamed = predict_split(model, cache, "train", 8, ram_budget_bytes=0)
     assert max(read_rows) == CACHE_CHUNK_ROWS  # over the budget: a chunk at a time
     np.testing.assert_array_equal(streamed[0], labels)
     np.testing.assert_array_equal(streamed[0], in_memory[0])
@@ -233,9 +238,10 @@ def test_final_evaluation_streams_a_split_larger_than_the_ram_budget(imbalanced_
 def strong_augmentation_and_faces(cfg, count: int):
     """(augmentation=strong in albumentations' serialised form, the first `count` training faces)."""
     from affectexp.data.cache import FaceCache
-    from affectexp.tasks.train import augmentation_dict
+    from affectexp.tasks.train import read_config
 
-    serialized = augmentation_dict(compose_config("train", cfg.paths.root, ["augmentation=strong", "cache.size=48"]))
+    settings, _ = read_config(compose_config("train", cfg.paths.root, ["augmentation=strong", "cache.size=48"]))
+    serialized = settings.augmentation.transform
     with FaceCache(cfg.cache.path) as cache:
         return serialized, cache.read_faces("train", 0, count)
 

@@ -21,11 +21,12 @@ def faces(n: int = 2, shape=FACE_SHAPE) -> np.ndarray:
 
 
 def built(tmp_path, overrides: list[str] = (), face_shape=FACE_SHAPE):
-    from affectexp.tasks.train import build_model, check_config
+    from affectexp.tasks.train import build_model, check_config, read_config
 
     cfg = compose_config("train", tmp_path, list(overrides))
-    check_config(cfg)
-    return build_model(cfg, face_shape, len(CLASSES), steps_per_epoch=10), cfg
+    settings, _ = read_config(cfg)
+    check_config(settings)
+    return build_model(settings, face_shape, len(CLASSES), steps_per_epoch=10), cfg
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -132,16 +133,17 @@ def build_tiny(input_shape, num_classes, units: int = 8, dropout: float = 0.0):
 def test_a_new_model_is_one_file_and_one_function(tmp_path, monkeypatch):
     """What conf/model/tiny.yaml would hold: `_target_: tiny_model.build_tiny` and its arguments."""
     from affectexp.errors import ConfigError
-    from affectexp.tasks.train import build_model, check_config
+    from affectexp.tasks.train import build_model, check_config, read_config
 
     (tmp_path / "tiny_model.py").write_text(NEW_MODEL)
     monkeypatch.syspath_prepend(str(tmp_path))
     cfg = compose_config("train", tmp_path)
     cfg.model = OmegaConf.create({"_target_": "tiny_model.build_tiny", "units": 4})
-    check_config(cfg)
-    model = build_model(cfg, FACE_SHAPE, len(CLASSES), steps_per_epoch=10)
+    settings, _ = read_config(cfg)
+    check_config(settings)
+    model = build_model(settings, FACE_SHAPE, len(CLASSES), steps_per_epoch=10)
     assert model.name == "tiny" and model(faces(), training=False).shape == (2, len(CLASSES))
     cfg.model.units = "four"
     with pytest.raises(ConfigError, match=r"model\.units: .*tiny_model\.build_tiny"):
-        check_config(cfg)
+        check_config(read_config(cfg)[0])
     sys.modules.pop("tiny_model", None)

@@ -58,7 +58,7 @@ class FaceSpec:
 
     @classmethod
     def from_content(cls, content: dict) -> FaceSpec:
-        """The spec of a preprocessing config's content sections (data/summary.content_config:
+        """The spec of a preprocessing config's content sections (tasks/preprocess.content_config:
         what a cache stores as its "config" attribute and a logged model as its face spec)."""
         return cls(size=content["cache"]["size"], color=str(content["cache"]["color"]), **content["faces"])
 

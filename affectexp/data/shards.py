@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import DictConfig
 
 from affectexp.data.cache import FaceCache
 from affectexp.data.cache_writer import (
@@ -108,18 +107,18 @@ def remove_shards(paths: list[Path], reports: list[Path]) -> None:
         path.unlink(missing_ok=True)
 
 
-def merge_shards(cfg: DictConfig, class_set: ClassSet, fingerprint: str, rows_read: int,
-                 started: float) -> PreprocessSummary:
-    """Join the shard files of shard.count runs into cfg.cache.path, then delete them.
+def merge_shards(cache_path: Path, count: int, content: dict, class_set: ClassSet, fingerprint: str, rows_read: int,
+                 started: float, overwrite: bool = False) -> PreprocessSummary:
+    """Join the shard files of `count` runs into cache_path, then delete them.
 
-    The result has the same rows, order and attributes as one unsharded run with the same
-    settings; an up-to-date cache is reused, another one is replaced only with overwrite=true.
+    The result has the same rows, order and attributes (`content`: see cache_attrs) as one
+    unsharded run with the same settings; an up-to-date cache is reused, another one is replaced
+    only with `overwrite` (overwrite=true).
     """
-    cache_path = Path(cfg.cache.path)
-    reused = reuse_existing(cache_path, fingerprint, cfg.overwrite)
+    reused = reuse_existing(cache_path, fingerprint, overwrite)
     if reused is not None:
         return reused
-    shards = shard_paths(cache_path, cfg.shard.count, fingerprint)
+    shards = shard_paths(cache_path, count, fingerprint)
     reports = [report_path_of(path) for path in shards]
     report_path = report_path_of(cache_path)
     with full_disk_as_error(cache_path):
@@ -133,7 +132,7 @@ def merge_shards(cfg: DictConfig, class_set: ClassSet, fingerprint: str, rows_re
         check_training_faces(summary)
         with FaceCache(shards[0]) as first:  # the shards' face shape and chunking are the cache's
             face_shape, chunk_rows = first.face_shape, first.chunk_rows
-        assemble(cache_path, shards, face_shape, chunk_rows, cache_attrs(cfg, class_set, summary, fingerprint))
+        assemble(cache_path, shards, face_shape, chunk_rows, cache_attrs(content, class_set, summary, fingerprint))
     remove_shards(shards, reports)
     log.info("Merged %d shards\n%s", len(shards), summary.table())
     return summary

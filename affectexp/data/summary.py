@@ -7,16 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
 from affectexp.data.cache import SPLITS, CacheError, FaceCache
 from affectexp.data.labels import ClassSet
 
 log = logging.getLogger(__name__)
-
-# Config sections that decide the cache's content (and so its fingerprint).
-CONTENT_SECTIONS = ("dataset", "classes", "cache", "faces", "split")
-
 
 @dataclass
 class PreprocessSummary:
@@ -50,11 +45,6 @@ class PreprocessSummary:
         return "\n".join(lines)
 
 
-def content_config(cfg: DictConfig) -> dict:
-    """The config sections that decide the cache's content, as plain data."""
-    return {k: OmegaConf.to_container(cfg[k], resolve=True, enum_to_str=True) for k in CONTENT_SECTIONS}
-
-
 def written_counts(split_codes: np.ndarray, labels: np.ndarray, class_set: ClassSet) -> dict[str, dict[str, int]]:
     """split name -> class name -> faces written, every split and class listed."""
     return {
@@ -63,14 +53,15 @@ def written_counts(split_codes: np.ndarray, labels: np.ndarray, class_set: Class
     }
 
 
-def cache_attrs(cfg: DictConfig, class_set: ClassSet, summary: PreprocessSummary, fingerprint: str) -> dict:
-    """The cache's attributes: what it holds, how it was made, what was left out."""
+def cache_attrs(content: dict, class_set: ClassSet, summary: PreprocessSummary, fingerprint: str) -> dict:
+    """The cache's attributes: what it holds, how it was made (`content`: the config sections that
+    decide it, tasks/preprocess.content_config), what was left out."""
     sizes = [sum(summary.written[split].values()) for split in SPLITS]
     bounds = np.concatenate([[0], np.cumsum(sizes)]).tolist()
     return {
         "class_names": list(class_set.names),
         "split_ranges": {split: [bounds[i], bounds[i + 1]] for i, split in enumerate(SPLITS)},
-        "config": content_config(cfg),
+        "config": content,
         "skipped_counts": summary.skipped,
         "fingerprint": fingerprint,
         "summary": {"rows_read": summary.rows_read, "written": summary.written, "skipped": summary.skipped},

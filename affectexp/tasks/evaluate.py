@@ -12,10 +12,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 import mlflow
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from affectexp import tracking
-from affectexp.config import check_values
+from affectexp.config import EvaluateConfig, check_values
+from affectexp.data.cache import FaceCache
 from affectexp.data.faces import FaceSpec
 from affectexp.errors import UserInputError
 from affectexp.training.caches import open_cache
@@ -28,25 +29,28 @@ log = logging.getLogger(__name__)
 def evaluate(cfg: DictConfig) -> float:
     """evaluate.py: cfg.model_uri on cfg.split of cfg.cache.path, in a new MLflow run; returns the accuracy."""
     check_values(cfg)
-    split = str(cfg.split)
-    with open_cache(cfg) as cache:
-        face_shape, cache_names, size = cache.face_shape, list(cache.class_names), cache.split_size(split)
-        cache_spec = cache.face_spec
-    if size == 0:
-        raise UserInputError(f"{cfg.cache.path}: the cache has no {split} faces; choose another split")
-    experiment_id = tracking.configure_logger(cfg.logger)
-    model = load_face_model(cfg.model_uri)
-    check_face_shape(model.keras_model, face_shape, cfg.cache.path)
-    names = model_classes(model.keras_model, model.class_names, cache_names)
-    warn_if_cut_otherwise(model.face_spec, cache_spec, cfg.cache.path)
-    run_name = cfg.logger.run_name or f"evaluate {model.name} on {Path(cfg.cache.path).stem}"
+    settings: EvaluateConfig = OmegaConf.to_object(cfg)
+    with open_cache(settings) as cache:
+        return evaluate_on_cache(settings, cache)
+
+
+def evaluate_on_cache(settings: EvaluateConfig, cache: FaceCache) -> float:
+    split, cache_path = str(settings.split), settings.cache.path
+    if cache.split_size(split) == 0:
+        raise UserInputError(f"{cache_path}: the cache has no {split} faces; choose another split")
+    experiment_id = tracking.configure_logger(settings.logger)
+    model = load_face_model(settings.model_uri)
+    check_face_shape(model.keras_model, cache.face_shape, cache_path)
+    names = model_classes(model.keras_model, model.class_names, cache.class_names)
+    warn_if_cut_otherwise(model.face_spec, cache.face_spec, cache_path)
+    run_name = settings.logger.run_name or f"evaluate {model.name} on {Path(cache_path).stem}"
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
         mlflow.set_tag("affectexp.task", "evaluate")
-        tracking.log_params({"model_uri": cfg.model_uri, "cache.path": str(cfg.cache.path), "split": split,
-                             "model.classes": json.dumps(names), "cache.classes": json.dumps(cache_names),
-                             "restrict_to_cache_classes": str(cfg.restrict_to_cache_classes)})
-        metrics = evaluate_and_log(model.keras_model, model.class_names, cfg.cache.path, split, cache_names,
-                                   cfg.batch_size, cfg.restrict_to_cache_classes)
+        tracking.log_params({"model_uri": settings.model_uri, "cache.path": str(cache_path), "split": split,
+                             "model.classes": json.dumps(names), "cache.classes": json.dumps(cache.class_names),
+                             "restrict_to_cache_classes": str(settings.restrict_to_cache_classes)})
+        metrics = evaluate_and_log(model.keras_model, model.class_names, cache, split, settings.batch_size,
+                                   settings.restrict_to_cache_classes)
         log.info("%s accuracy %.4f, balanced accuracy %.4f, macro-F1 %.4f over %s (MLflow run %s)", split,
                  metrics["accuracy"], metrics["balanced_accuracy"], metrics["macro_f1"], metrics["class_names"],
                  run.info.run_id)

@@ -18,22 +18,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from affectexp.config import check_values
+from affectexp.config import PreprocessConfig, check_values
 from affectexp.data.cache import CacheError
 from affectexp.data.cache_writer import CacheWriter, full_disk_as_error, partial_path, replaced_when_complete
 from affectexp.data.faces import FaceSpec
 from affectexp.data.labels import ClassSet
 from affectexp.data.shards import check_shard, merge_shards, shard_bounds, shard_fingerprint, shard_path
-from affectexp.data.sources.rows import PIXEL_SPAN_COLUMNS, SourceError, concat_skipped, recorded_config, split_off
+from affectexp.data.sources.rows import PIXEL_SPAN_COLUMNS, SourceError, concat_skipped, recorded_content, split_off
 from affectexp.data.splits import assign_validation
 from affectexp.data.summary import (
     PreprocessSummary,
     cache_attrs,
     check_training_faces,
-    content_config,
     report_path_of,
     reuse_existing,
     written_counts,
@@ -46,9 +45,14 @@ from affectexp.processes import children_ignore_interrupts
 log = logging.getLogger(__name__)
 
 
-def face_spec(cfg: DictConfig) -> FaceSpec:
-    """How faces are cut out, as the config says."""
-    return FaceSpec.from_content(content_config(cfg))
+# Config sections that decide the cache's content (and so its fingerprint).
+CONTENT_SECTIONS = ("dataset", "classes", "cache", "faces", "split")
+
+
+def content_config(cfg: DictConfig) -> dict:
+    """The config sections that decide the cache's content, as plain data (recorded in the
+    cache's attributes, hashed into its fingerprint)."""
+    return {k: OmegaConf.to_container(cfg[k], resolve=True, enum_to_str=True) for k in CONTENT_SECTIONS}
 
 
 @dataclass
@@ -71,38 +75,43 @@ def run_preprocess(cfg: DictConfig) -> PreprocessSummary:
     at a time writes a given file: a second one stops at once with LockHeld, naming the first.
     """
     check_values(cfg)  # bad values stop here, before any work
-    class_set = ClassSet(list(cfg.classes.names))
-    check_shard(cfg.shard.index, cfg.shard.count)
-    resolve_workers(cfg.num_workers)
-    cache_path = Path(cfg.cache.path)
-    sharded = cfg.shard.count > 1 and not cfg.merge
-    written = shard_path(cache_path, cfg.shard.index, cfg.shard.count) if sharded else cache_path
+    # The config read once: typed settings for the run, plain content sections for the cache's record.
+    settings: PreprocessConfig = OmegaConf.to_object(cfg)
+    content = content_config(cfg)
+    class_set = ClassSet(list(settings.classes.names))
+    shard = settings.shard
+    check_shard(shard.index, shard.count)
+    resolve_workers(settings.num_workers)
+    cache_path = Path(settings.cache.path)
+    sharded = shard.count > 1 and not settings.merge
+    written = shard_path(cache_path, shard.index, shard.count) if sharded else cache_path
     with exclusive_lock(written, "cache.path"):
-        source = instantiate(cfg.dataset)
+        source = instantiate(settings.dataset)
         source.prepare()
         started = time.perf_counter()
-        rows, skipped, rows_read = labelled_rows(cfg, source, class_set)
-        cfg = recorded_config(cfg, source)
-        fingerprint = content_fingerprint(cfg, rows)
-        if cfg.merge:
-            return merge_shards(cfg, class_set, fingerprint, rows_read, started)
-        job = shard_job(CacheJob(cache_path, rows, skipped, fingerprint), cfg.shard.index, cfg.shard.count)
-        return build_cache(cfg, job, class_set, rows_read, started)
+        rows, skipped, rows_read = labelled_rows(settings, source, class_set)
+        content = recorded_content(content, source)
+        fingerprint = content_fingerprint(content, rows)
+        if settings.merge:
+            return merge_shards(cache_path, shard.count, content, class_set, fingerprint, rows_read, started,
+                                overwrite=settings.overwrite)
+        job = shard_job(CacheJob(cache_path, rows, skipped, fingerprint), shard.index, shard.count)
+        return build_cache(settings, content, job, class_set, rows_read, started)
 
 
-def labelled_rows(cfg: DictConfig, source, class_set: ClassSet) -> tuple[pd.DataFrame, list[pd.DataFrame], int]:
+def labelled_rows(settings: PreprocessConfig, source, class_set: ClassSet) -> tuple[pd.DataFrame, list[pd.DataFrame], int]:
     """(the source's rows in the class set, labelled and ordered split by split; the rows left
     out, as skipped tables; how many rows the source read). Raises SourceError if none is usable.
 
     No reference to the source's own table outlives this call: the parent holds one table.
     """
-    source_rows = source.read(landmarks=bool(cfg.faces.align))
+    source_rows = source.read(landmarks=settings.faces.align)
     rows_read = len(source_rows.rows) + len(source_rows.skipped)
     rows, skipped = select_classes(source_rows.rows, class_set, [source_rows.skipped])
     del source_rows
     if rows.empty:
-        raise SourceError(f"dataset {cfg.dataset.name}: no row of the classes {list(class_set.names)} is usable")
-    rows = assign_validation(rows, cfg.split.val_fraction, cfg.split.seed)
+        raise SourceError(f"dataset {settings.dataset['name']}: no row of the classes {list(class_set.names)} is usable")
+    rows = assign_validation(rows, settings.split.val_fraction, settings.split.seed)
     release_unused_memory()
     return rows, skipped, rows_read
 
@@ -143,19 +152,21 @@ def shard_job(whole: CacheJob, index: int, count: int) -> CacheJob:
     )
 
 
-def build_cache(cfg: DictConfig, job: CacheJob, class_set: ClassSet, rows_read: int, started: float) -> PreprocessSummary:
-    """Crop the job's rows into its cache file (resuming an interrupted run), or reuse it if up to date."""
-    reused = reuse_existing(job.path, job.fingerprint, cfg.overwrite)
+def build_cache(settings: PreprocessConfig, content: dict, job: CacheJob, class_set: ClassSet, rows_read: int,
+                started: float) -> PreprocessSummary:
+    """Crop the job's rows into its cache file (resuming an interrupted run), or reuse it if up to date;
+    `content` is what its attributes record (see run_preprocess)."""
+    reused = reuse_existing(job.path, job.fingerprint, settings.overwrite)
     if reused is not None:
         return reused
-    spec = face_spec(cfg)
-    rows = job.rows
+    spec = FaceSpec.from_content(content)
+    rows, chunk_rows = job.rows, settings.cache.chunk_rows
     with full_disk_as_error(job.path):
-        writer = CacheWriter(job.path, (spec.size, spec.size, spec.channels), cfg.cache.chunk_rows, job.fingerprint)
+        writer = CacheWriter(job.path, (spec.size, spec.size, spec.channels), chunk_rows, job.fingerprint)
         try:
             if writer.rows_done:
                 log.info("Resuming %s after %d of %d rows", writer.parts, writer.rows_done, len(rows))
-            crop_into(writer, rows, spec, cfg.cache.chunk_rows, resolve_workers(cfg.num_workers))
+            crop_into(writer, rows, spec, chunk_rows, resolve_workers(settings.num_workers))
             writer.seal()
             failed_index, failed_reasons = writer.failures()
             failures = rows.iloc[failed_index][["row_id", "path"]].assign(reason=failed_reasons)
@@ -173,7 +184,7 @@ def build_cache(cfg: DictConfig, job: CacheJob, class_set: ClassSet, rows_read: 
                 except CacheError:
                     writer.abandon()  # every row was consumed: nothing is worth resuming
                     raise
-            attrs = cache_attrs(cfg, class_set, summary, job.fingerprint)
+            attrs = cache_attrs(content, class_set, summary, job.fingerprint)
             writer.finish(attrs if job.shard is None else {**attrs, "shard": job.shard})
         finally:
             writer.close()
@@ -205,17 +216,16 @@ def select_classes(rows: pd.DataFrame, class_set: ClassSet, skipped: list[pd.Dat
 FINGERPRINT_ROWS = 65_536
 
 
-def content_fingerprint(cfg: DictConfig, rows: pd.DataFrame) -> str:
-    """Hash of the content-deciding config, of every row (path, box, label, split, and where
+def content_fingerprint(content: dict, rows: pd.DataFrame) -> str:
+    """Hash of the content-deciding config sections, of every row (path, box, label, split, and where
     present the landmarks used for alignment and the place of text-encoded pixels) and of
     each file the rows name (its size and modification time: see file_stamps)."""
     digest = hashlib.sha256()
-    sections = content_config(cfg)
-    sections["cache"].pop("path", None)
+    sections = {**content, "cache": {k: v for k, v in content["cache"].items() if k != "path"}}
     digest.update(json.dumps(sections, sort_keys=True).encode())
     columns = ["path", "x", "y", "w", "h", "expression", "split"]
     columns += [c for c in PIXEL_SPAN_COLUMNS if c in rows]
-    if cfg.faces.align:
+    if content["faces"]["align"]:
         columns.append("landmarks")
     for start in range(0, len(rows), FINGERPRINT_ROWS):  # hashed in parts: no per-row array of the whole table
         part = rows.iloc[start:start + FINGERPRINT_ROWS][columns]

@@ -28,7 +28,7 @@ from affectexp.inference.model import register_run_model
 from affectexp.errors import UserInputError
 from affectexp.tasks.names import model_name, override_key, run_name
 from affectexp.training.caches import open_checked_cache
-from affectexp.tasks.train import check_config, config_fingerprint, train_and_evaluate
+from affectexp.tasks.train import check_config, fingerprint_of, read_config, train_and_evaluate
 from affectexp.training.objectives import check_objective, objective_metric, objective_value
 
 log = logging.getLogger(__name__)
@@ -290,10 +290,11 @@ def search(cfg: DictConfig, overrides: list[str]) -> float:
     logged as children of the chief's run, and returns NaN.
     """
     dimensions = check_search(cfg)
-    check_config(cfg)  # what every trial shares (its optimizer, model, ...), before the search's run exists
-    with open_checked_cache(cfg):
+    settings, resolved = read_config(cfg)
+    check_config(settings)  # what every trial shares (its optimizer, model, ...), before the search's run exists
+    with open_checked_cache(settings):
         pass  # a missing or mismatched cache stops before the search's run exists
-    project_dir = Path(cfg.paths.runs_dir) / "tuner" / f"{cfg.tuner.type}-{config_fingerprint(cfg)}"
+    project_dir = Path(cfg.paths.runs_dir) / "tuner" / f"{cfg.tuner.type}-{fingerprint_of(resolved)}"
     experiment_id = tracking.configure_logger(cfg.logger)
     base_overrides = training_overrides(overrides)
     if distributed_role() == "worker":

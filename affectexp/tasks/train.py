@@ -18,7 +18,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from affectexp import locks, tracking
-from affectexp.config import check_values
+from affectexp.config import LoggerConfig, TrainConfig, TrainerConfig, check_values
+from affectexp.data.cache import FaceCache
 from affectexp.errors import ConfigError
 from affectexp.inference.model import FaceModel, log_face_model, logged_model_uri, register_run_model
 from affectexp.models import BUILDER_ARGUMENTS
@@ -61,7 +62,12 @@ class StopOnNaN(keras.callbacks.Callback):
 def config_fingerprint(cfg: DictConfig) -> str:
     """Identity of a run for resuming: everything but where and how it is logged (a run's
     name, given on the command line, does count: another name is another run)."""
-    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    return fingerprint_of(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+
+
+def fingerprint_of(resolved: dict) -> str:
+    """config_fingerprint of a resolved config (OmegaConf.to_container)."""
+    container = json.loads(json.dumps(resolved))  # a deep copy: keys are popped below
     run_name = container.pop("logger", {}).get("run_name")
     container.pop("paths", None)
     container["cache"].pop("chunk_rows", None)  # training reads the cache's own chunking from the file
@@ -70,17 +76,23 @@ def config_fingerprint(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(container, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def check_config(cfg: DictConfig) -> None:
+def read_config(cfg: DictConfig) -> tuple[TrainConfig, dict]:
+    """The config read once, after its mandatory values and ranges are checked (check_values):
+    typed (what the run's code is handed) and resolved (what is logged and identifies the run)."""
+    check_values(cfg)
+    return OmegaConf.to_object(cfg), OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+def check_config(settings: TrainConfig) -> None:
     """What the typed schemas cannot check, checked before anything is trained or logged:
     the model's keys and types against its builder, the optimizer and its schedule (built once),
-    the objective, and the augmentation (built once); and those the schemas leave open (value
-    ranges, mandatory values left out: config.check_values)."""
-    check_values(cfg)
-    check_target_config("model", cfg.model, BUILDER_ARGUMENTS)
-    check_optimizer_config(cfg.optimizer, cfg.trainer.epochs)
-    check_objective(cfg.trainer.objective)
-    check_transform(augmentation_dict(cfg))
-    augment_workers(cfg.trainer)
+    the objective, and the augmentation (built once). (Value ranges and mandatory values left
+    out: read_config.)"""
+    check_target_config("model", settings.model, BUILDER_ARGUMENTS)
+    check_optimizer_config(settings.optimizer, settings.trainer.epochs)
+    check_objective(settings.trainer.objective)
+    check_transform(settings.augmentation.transform)
+    augment_workers(settings.trainer)
 
 
 def run(cfg: DictConfig, overrides: list[str]) -> float:
@@ -110,14 +122,20 @@ def train_and_evaluate(cfg: DictConfig, parent: tracking.Parent | None = None,
     run's metrics. Only one process at a time trains a config: a second one stops at once
     (locks.LockHeld).
     """
-    check_config(cfg)
-    with open_checked_cache(cfg) as cache:
-        face_shape, class_names, face_spec = cache.face_shape, list(cache.class_names), cache.face_spec
-        split_sizes = {split: cache.split_size(split) for split in ("train", *OBJECTIVE_SPLITS)}
-        digest = cache.fingerprint
+    settings, resolved = read_config(cfg)
+    check_config(settings)
+    with open_checked_cache(settings) as cache:
+        return train_on_cache(settings, resolved, cache, parent, name)
+
+
+def train_on_cache(settings: TrainConfig, resolved: dict, cache: FaceCache, parent: tracking.Parent | None,
+                   name: str | None) -> dict[str, dict]:
+    """train_and_evaluate on the opened, checked `cache`; `resolved` is the config as logged."""
+    trainer, logger = settings.trainer, settings.logger
+    split_sizes = {split: cache.split_size(split) for split in ("train", *OBJECTIVE_SPLITS)}
     evaluated = [split for split in OBJECTIVE_SPLITS if split_sizes[split] > 0]
-    work_dir = Path(cfg.paths.runs_dir) / config_fingerprint(cfg)
-    experiment_id = tracking.configure_logger(cfg.logger)
+    work_dir = Path(settings.paths.runs_dir) / fingerprint_of(resolved)
+    experiment_id = tracking.configure_logger(logger)
     # The config's run folder (runs/<config hash>), chosen by paths.runs_dir and the config itself.
     with locks.exclusive_lock(work_dir / "run", "paths.runs_dir"):
         finished = tracking.recorded_run(work_dir, parent.run_id if parent else None)
@@ -125,25 +143,25 @@ def train_and_evaluate(cfg: DictConfig, parent: tracking.Parent | None = None,
             log.info("This config already trained as MLflow run %s (%s); nothing to do. To train it again, "
                      "delete %s", finished.info.run_id, finished.info.run_name, work_dir)
             if parent is None:  # registering is a logger setting: asking for it later registers the finished run's
-                register_run_model(finished.info.run_id, cfg.logger.register_model, cfg.logger.register_alias)
+                register_run_model(finished.info.run_id, logger.register_model, logger.register_alias)
             return logged_evaluation(finished.data.metrics, evaluated)
-        with tracking.tracked_run(experiment_id, cfg.logger.run_name or name, work_dir, parent,
-                                  system_metrics=cfg.logger.system_metrics) as run:
-            tracking.log_config_params(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
-            tracking.log_cache_input(cfg.cache.path, Path(cfg.cache.path).stem, digest, split_sizes)
-            log_augmentation_samples(cfg)
+        with tracking.tracked_run(experiment_id, logger.run_name or name, work_dir, parent,
+                                  system_metrics=logger.system_metrics) as run:
+            tracking.log_config_params(resolved)
+            tracking.log_cache_input(settings.cache.path, Path(settings.cache.path).stem, cache.fingerprint,
+                                     split_sizes)
+            log_augmentation_samples(cache, settings)
             state = TrainingState.load(work_dir, run.info.run_id)
-            with runtime.reproducible(cfg.trainer.seed, cfg.trainer.deterministic):
-                model = fit(cfg, face_shape, class_names, work_dir, state)
+            with runtime.reproducible(trainer.seed, trainer.deterministic):
+                model = fit(settings, cache, work_dir, state)
             metrics = {}
             for split in evaluated:
-                metrics[split] = evaluate_and_log(model, class_names, cfg.cache.path, split, class_names,
-                                                  cfg.trainer.batch_size,
-                                                  ram_budget_bytes=cfg.trainer.ram_budget_mb << 20)
+                metrics[split] = evaluate_and_log(model, cache.class_names, cache, split, trainer.batch_size,
+                                                  ram_budget_bytes=trainer.ram_budget_mb << 20)
                 stop_point(f"evaluated:{split}")
             tracking.log_metrics_once({tracking.TRAIN_SECONDS: state.train_seconds})
-            log_run_artifacts(cfg, FaceModel(model, class_names, face_spec), state.history_dict(),
-                              register=parent is None)
+            log_run_artifacts(resolved, logger, FaceModel(model, cache.class_names, cache.face_spec),
+                              state.history_dict(), register=parent is None)
             test = metrics.get("test", {})
             log.info("Test accuracy %.4f, balanced accuracy %.4f, macro-F1 %.4f (MLflow run %s)",
                      test.get("accuracy", float("nan")), test.get("balanced_accuracy", float("nan")),
@@ -159,13 +177,7 @@ def logged_evaluation(run_metrics: dict[str, float], splits) -> dict[str, dict]:
                     if objective_metric(f"{split}_{name}") in run_metrics} for split in splits}
 
 
-def augmentation_dict(cfg: DictConfig) -> dict | None:
-    """cfg.augmentation.transform as a plain dict (albumentations' serialised form), or None."""
-    transform = cfg.augmentation.transform
-    return OmegaConf.to_container(transform, resolve=True) if transform else None
-
-
-def augment_workers(trainer: DictConfig) -> int:
+def augment_workers(trainer: TrainerConfig) -> int:
     """trainer.augment_workers as a count of processes (None: default_augment_workers())."""
     if trainer.augment_workers is None:
         return default_augment_workers()
@@ -175,32 +187,32 @@ def augment_workers(trainer: DictConfig) -> int:
     return trainer.augment_workers
 
 
-def make_batches(cfg: DictConfig) -> tuple[CacheBatches, CacheBatches]:
-    """(train batches, shuffled, balanced and augmented; validation batches) streamed from cfg.cache.path."""
-    trainer = cfg.trainer
+def make_batches(cache: FaceCache, trainer: TrainerConfig, augmentation: dict | None) -> tuple[CacheBatches, CacheBatches]:
+    """(train batches, shuffled, balanced and `augmentation`-ed; validation batches) streamed from `cache`."""
     budget = trainer.ram_budget_mb << 20
-    train_batches = CacheBatches(cfg.cache.path, "train", trainer.batch_size, shuffle=True, seed=trainer.seed,
-                                 augmentation=augmentation_dict(cfg), ram_budget_bytes=budget,
+    train_batches = CacheBatches(cache, "train", trainer.batch_size, shuffle=True, seed=trainer.seed,
+                                 augmentation=augmentation, ram_budget_bytes=budget,
                                  steps=trainer.steps_per_epoch, workers=2, balance=str(trainer.balance),
                                  augment_workers=augment_workers(trainer))
-    val_batches = CacheBatches(cfg.cache.path, "val", trainer.batch_size, shuffle=False, seed=trainer.seed,
+    val_batches = CacheBatches(cache, "val", trainer.batch_size, shuffle=False, seed=trainer.seed,
                                ram_budget_bytes=budget)
     return train_batches, val_batches
 
 
-def build_model(cfg: DictConfig, face_shape, num_classes: int, steps_per_epoch: int) -> keras.Model:
-    """The configured model (cfg.model's `_target_` builder) in cfg.trainer.precision, compiled
+def build_model(settings: TrainConfig, face_shape, num_classes: int, steps_per_epoch: int) -> keras.Model:
+    """The configured model (settings.model's `_target_` builder) in trainer.precision, compiled
     with the configured optimizer and loss.
 
     Call it inside the distribution strategy's scope (see fit) for the variables to be mirrored.
     """
-    if len(cfg.classes.names) != num_classes:
-        raise ConfigError(f"classes={cfg.classes.name} names {len(cfg.classes.names)} classes, not {num_classes}")
-    with runtime.dtype_policy(str(cfg.trainer.precision)):
-        model = instantiate(cfg.model, input_shape=tuple(face_shape), num_classes=num_classes, _convert_="all")
+    classes, trainer = settings.classes, settings.trainer
+    if len(classes.names) != num_classes:
+        raise ConfigError(f"classes={classes.name} names {len(classes.names)} classes, not {num_classes}")
+    with runtime.dtype_policy(str(trainer.precision)):
+        model = instantiate(settings.model, input_shape=tuple(face_shape), num_classes=num_classes, _convert_="all")
     model.compile(
-        optimizer=build_optimizer(cfg.optimizer, steps_per_epoch, cfg.trainer.epochs),
-        loss=classification_loss(num_classes, cfg.trainer.label_smoothing),
+        optimizer=build_optimizer(settings.optimizer, steps_per_epoch, trainer.epochs),
+        loss=classification_loss(num_classes, trainer.label_smoothing),
         metrics=["accuracy"],
     )
     return model
@@ -212,14 +224,14 @@ def loss_class_weights(balance: str, labels: np.ndarray, num_classes: int) -> di
     return class_weights(labels, num_classes) if balance == "class_weight" else None
 
 
-def fit(cfg: DictConfig, face_shape, class_names, work_dir: Path, state: TrainingState) -> keras.Model:
-    """Build the model under cfg.trainer.strategy and fit it from the committed `state` on
+def fit(settings: TrainConfig, cache: FaceCache, work_dir: Path, state: TrainingState) -> keras.Model:
+    """Build the model under trainer.strategy and fit it on `cache` from the committed `state` on
     (nothing is trained once state.finished); returns the model holding the best epoch's
     weights by trainer.monitor, also saved as work_dir/best.keras."""
-    trainer = cfg.trainer
-    train_batches, val_batches = make_batches(cfg)
+    trainer, class_names = settings.trainer, cache.class_names
+    train_batches, val_batches = make_batches(cache, trainer, settings.augmentation.transform)
     with runtime.make_strategy(str(trainer.strategy)).scope():
-        model = build_model(cfg, face_shape, len(class_names), len(train_batches))
+        model = build_model(settings, cache.face_shape, len(class_names), len(train_batches))
         if state.epochs_done:
             restore(model, work_dir, state)
             log.info("Resuming after epoch %d of %d (best so far: epoch %d, %s %.4f)", state.epochs_done,
@@ -244,31 +256,30 @@ def fit(cfg: DictConfig, face_shape, class_names, work_dir: Path, state: Trainin
     return model
 
 
-def log_augmentation_samples(cfg: DictConfig) -> None:
+def log_augmentation_samples(cache: FaceCache, settings: TrainConfig) -> None:
     """augmentation_samples.png: a few training faces (first column) and augmented variants of each."""
-    serialized = augmentation_dict(cfg)
-    if serialized is None:
+    augmentation = settings.augmentation
+    if augmentation.transform is None:
         return
-    with open_checked_cache(cfg) as cache:
-        rows = np.random.default_rng(cfg.trainer.seed).choice(cache.split_size("train"), SAMPLE_FACES, replace=False)
-        faces = np.stack([cache.read_faces("train", int(row), int(row) + 1)[0] for row in np.sort(rows)])
-    variants = augmented_variants(FaceAugmenter(serialized, cfg.trainer.seed), faces, SAMPLE_VARIANTS)
+    seed = settings.trainer.seed
+    rows = np.random.default_rng(seed).choice(cache.split_size("train"), SAMPLE_FACES, replace=False)
+    faces = np.stack([cache.read_faces("train", int(row), int(row) + 1)[0] for row in np.sort(rows)])
+    variants = augmented_variants(FaceAugmenter(augmentation.transform, seed), faces, SAMPLE_VARIANTS)
     with tracking.artifact_dir() as folder:
-        plot_augmented_grid(faces, variants, f"augmentation={cfg.augmentation.name}",
-                            folder / "augmentation_samples.png")
+        plot_augmented_grid(faces, variants, f"augmentation={augmentation.name}", folder / "augmentation_samples.png")
 
 
-def log_run_artifacts(cfg: DictConfig, model: FaceModel, history: dict, register: bool) -> None:
+def log_run_artifacts(resolved: dict, logger: LoggerConfig, model: FaceModel, history: dict, register: bool) -> None:
     """The resolved config, the training curves and the trained model (an MLflow model,
     registered as logger.register_model with alias logger.register_alias when they are set
     and `register`). A run continued after a kill that had already logged its model does not log it again."""
     with tracking.artifact_dir() as folder:
-        (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (folder / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
         plot_history(history, folder / "training_curves.png")
     run_id = mlflow.active_run().info.run_id
     if logged_model_uri(run_id) is None:
         log_face_model(model)
     stop_point("model_logged")
     if register:  # else a sweep's or search's child: its parent registers the best child's model
-        register_run_model(run_id, cfg.logger.register_model, cfg.logger.register_alias)
+        register_run_model(run_id, logger.register_model, logger.register_alias)
     stop_point("artifacts")

@@ -51,7 +51,8 @@ def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
 
 
 def configure_logger(logger_cfg) -> str:
-    """configure() from the `logger` config group, falling back to the local store when
+    """configure() from the `logger` config group's values (a LoggerConfig; tracking imports
+    nothing above it), falling back to the local store when
     logger.offline is set and the tracking server does not answer."""
     tracking_uri = logger_cfg.tracking_uri
     if logger_cfg.offline:

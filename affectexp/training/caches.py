@@ -1,49 +1,56 @@
-"""Opening the face cache a config names, with errors that say how to fix it."""
+"""Opening the face cache a run's config names, with errors that say how to fix it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig
-
+from affectexp.config import EvaluateConfig, TrainConfig
 from affectexp.data.cache import CacheError, FaceCache
 
 
-def preprocess_command(cfg: DictConfig) -> str:
-    """The preprocess.py command that builds the cache this config asks for."""
-    parts = [f"dataset={cfg.dataset.name}"]
-    if "root" in cfg.dataset and cfg.dataset.name != "synthetic":
-        parts.append(f"dataset.root={cfg.dataset.root}")
-    parts += [f"classes={cfg.classes.name}", f"cache.size={cfg.cache.size}", f"cache.color={cfg.cache.color}",
-              f"cache.path={cfg.cache.path}"]
+def preprocess_command(settings: TrainConfig | EvaluateConfig) -> str:
+    """The preprocess.py command that builds the cache these settings ask for."""
+    dataset = settings.dataset
+    parts = [f"dataset={dataset['name']}"]
+    if "root" in dataset and dataset["name"] != "synthetic":
+        parts.append(f"dataset.root={dataset['root']}")
+    cache = settings.cache
+    parts += [f"classes={settings.classes.name}", f"cache.size={cache.size}", f"cache.color={cache.color}",
+              f"cache.path={cache.path}"]
     return "python preprocess.py " + " ".join(parts)
 
 
-def open_cache(cfg: DictConfig) -> FaceCache:
-    """cfg.cache.path, opened; CacheError naming the preprocess.py command when it does not
+def open_cache(settings: TrainConfig | EvaluateConfig) -> FaceCache:
+    """settings.cache.path, opened; CacheError naming the preprocess.py command when it does not
     exist, or the rebuild when its schema version is not the one this code reads."""
-    path = Path(cfg.cache.path)
+    path = Path(settings.cache.path)
     if not path.is_file():
-        raise CacheError(f"cache.path: {path} does not exist; build it with: {preprocess_command(cfg)}")
+        raise CacheError(f"cache.path: {path} does not exist; build it with: {preprocess_command(settings)}")
     return FaceCache(path)
 
 
-def open_checked_cache(cfg: DictConfig) -> FaceCache:
-    """The configured cache, after checking that it exists and holds the configured classes."""
-    cache = open_cache(cfg)
-    path = cache.path
-    if list(cache.class_names) != list(cfg.classes.names):
+def open_checked_cache(settings: TrainConfig) -> FaceCache:
+    """The configured cache, after checking that it exists and holds the configured classes
+    and face shape, and some training faces."""
+    cache = open_cache(settings)
+    try:
+        check_cache(cache, settings)
+    except BaseException:
         cache.close()
-        raise CacheError(f"{path}: the cache holds classes {cache.class_names} but classes={cfg.classes.name} "
-                         f"asks for {list(cfg.classes.names)}; choose the matching classes or another cache.path")
-    channels = 1 if str(cfg.cache.color) == "gray" else 3
-    if tuple(cache.face_shape) != (cfg.cache.size, cfg.cache.size, channels):
-        cache.close()
+        raise
+    return cache
+
+
+def check_cache(cache: FaceCache, settings: TrainConfig) -> None:
+    classes, wanted = settings.classes, settings.cache
+    if list(cache.class_names) != list(classes.names):
+        raise CacheError(f"{cache.path}: the cache holds classes {cache.class_names} but classes={classes.name} "
+                         f"asks for {list(classes.names)}; choose the matching classes or another cache.path")
+    channels = 1 if str(wanted.color) == "gray" else 3
+    if tuple(cache.face_shape) != (wanted.size, wanted.size, channels):
         height, width, depth = cache.face_shape
-        raise CacheError(f"{path}: the cache holds {height}x{width} {'gray' if depth == 1 else 'rgb'} faces but "
-                         f"cache.size={cfg.cache.size} cache.color={cfg.cache.color} asks for others; pass "
+        raise CacheError(f"{cache.path}: the cache holds {height}x{width} {'gray' if depth == 1 else 'rgb'} faces "
+                         f"but cache.size={wanted.size} cache.color={wanted.color} asks for others; pass "
                          f"cache.size={height} cache.color={'gray' if depth == 1 else 'rgb'} or another cache.path")
     if cache.split_size("train") == 0:
-        cache.close()
-        raise CacheError(f"{path}: the cache has no training faces")
-    return cache
+        raise CacheError(f"{cache.path}: the cache has no training faces")

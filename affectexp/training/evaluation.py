@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from affectexp import tracking
+from affectexp.data.cache import FaceCache
 from affectexp.errors import UserInputError
 from affectexp.training.inputs import CacheBatches
 from affectexp.training.metrics import classification_metrics
@@ -76,11 +77,11 @@ def model_classes(model: keras.Model, model_names: Sequence[str] | None, cache_n
     return list(cache_names)
 
 
-def predict_split(model: keras.Model, cache_path: str, split: str, batch_size: int,
+def predict_split(model: keras.Model, cache: FaceCache, split: str, batch_size: int,
                   ram_budget_bytes: int = 2 << 30) -> tuple[np.ndarray, np.ndarray]:
     """(true labels (n,) int64, predicted probabilities (n, k) float32) for one split of a cache,
     read into memory when it fits in `ram_budget_bytes` (trainer.ram_budget_mb), else streamed."""
-    batches = CacheBatches(cache_path, split, batch_size, shuffle=False, seed=0, ram_budget_bytes=ram_budget_bytes)
+    batches = CacheBatches(cache, split, batch_size, shuffle=False, seed=0, ram_budget_bytes=ram_budget_bytes)
     try:
         probabilities = model.predict(batches, verbose=0)
         return batches.labels, probabilities
@@ -102,15 +103,14 @@ def log_evaluation(metrics: dict, split: str) -> None:
                               folder / f"{prefix}_confusion_matrix.png")
 
 
-def evaluate_and_log(model: keras.Model, model_names: Sequence[str] | None, cache_path: str, split: str,
-                     class_names: Sequence[str], batch_size: int, restrict_to_cache_classes: bool = True,
-                     ram_budget_bytes: int = 2 << 30) -> dict:
+def evaluate_and_log(model: keras.Model, model_names: Sequence[str] | None, cache: FaceCache, split: str,
+                     batch_size: int, restrict_to_cache_classes: bool = True, ram_budget_bytes: int = 2 << 30) -> dict:
     """Evaluate `model`, whose outputs are the classes `model_names` (None: see model_classes),
-    on `split` of the cache whose classes are `class_names`, matching classes by name; log it
-    (log_evaluation names the metrics) and return the metrics (see classification_metrics) with
-    "evaluated_faces" and "skipped_faces" added.
-    The split is streamed when it is larger than `ram_budget_bytes`."""
-    labels, probabilities = predict_split(model, cache_path, split, batch_size, ram_budget_bytes)
+    on `split` of `cache`, matching classes by name; log it (log_evaluation names the metrics)
+    and return the metrics (see classification_metrics) with "evaluated_faces" and
+    "skipped_faces" added. The split is streamed when it is larger than `ram_budget_bytes`."""
+    class_names = cache.class_names
+    labels, probabilities = predict_split(model, cache, split, batch_size, ram_budget_bytes)
     match = match_classes(model_classes(model, model_names, class_names), class_names, restrict_to_cache_classes)
     y_true, y_pred = match.apply(labels, probabilities)
     metrics = classification_metrics(y_true, y_pred, match.names)

@@ -27,15 +27,18 @@ class CacheBatches(keras.utils.PyDataset):
     every class is equally frequent (balanced_positions); the cache keeps every face.
     `augmentation` (albumentations' serialised form) runs in `augment_workers` processes
     (ProcessAugmenter), or in the `workers` reader threads when that is 0.
+
+    `cache` stays its opener's: the batches read it (h5py serialises the reader threads' calls on
+    one file as on several) and never close it.
     """
 
-    def __init__(self, cache_path: str, split: str, batch_size: int, *, shuffle: bool, seed: int,
+    def __init__(self, cache: FaceCache, split: str, batch_size: int, *, shuffle: bool, seed: int,
                  augmentation: dict | None = None, ram_budget_bytes: int = 2 << 30,
                  steps: int | None = None, workers: int = 1, balance: str = "none", augment_workers: int = 0):
         # A reader thread per augmenting process, each waiting on its batch (measured: more
         # threads than processes only added contention in the training process).
         super().__init__(workers=max(workers, augment_workers), use_multiprocessing=False, max_queue_size=8)
-        self.cache = FaceCache(cache_path)
+        self.cache = cache
         self.split = split
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -106,9 +109,9 @@ class CacheBatches(keras.utils.PyDataset):
         return faces, self.labels[positions]
 
     def close(self) -> None:
+        """End the augmenting processes (the cache is left open: see the class)."""
         if isinstance(self.augment, ProcessAugmenter):
             self.augment.close()
-        self.cache.close()
 
 
 class FollowEpochs(keras.callbacks.Callback):

@@ -11,12 +11,11 @@ optimizer is one YAML file, a new schedule one YAML file and one function: nothi
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import keras
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 
 from affectexp.errors import ConfigError
 from affectexp.targets import check_target_config
@@ -26,41 +25,42 @@ from affectexp.training.schedules import SCHEDULE_ARGUMENTS
 OWN_KEYS = ("lr", "schedule")
 
 
-def check_optimizer_config(cfg: DictConfig, epochs: int) -> None:
-    """ConfigError naming the key when the optimizer node `cfg` cannot be built: lr or schedule
+def check_optimizer_config(node: Mapping[str, Any], epochs: int) -> None:
+    """ConfigError naming the key when the optimizer node cannot be built: lr or schedule
     missing, a `_target_` that cannot be imported, an argument the schedule's signature refuses,
     or one the optimizer class refuses when built (built here once, for `epochs` of one step, and
     dropped: Keras classes take **kwargs, so only building them checks their arguments).
     optimizer.lr's value is checked with the other ranges (affectexp.config.check_values)."""
-    missing = [key for key in OWN_KEYS if key not in cfg]
+    missing = [key for key in OWN_KEYS if key not in node]
     if missing:
         raise ConfigError(f"optimizer.{missing[0]}: not set; an optimizer's file sets lr and chooses a schedule "
                           "in its defaults list (`- schedule: constant`, see conf/optimizer/adam.yaml)")
-    if not OmegaConf.is_dict(cfg.schedule):  # optimizer.schedule=cosine: the key as it was before it was a group
-        raise ConfigError(f"optimizer.schedule: {cfg.schedule!r} is not a schedule's config; a schedule is "
-                          f"chosen as a config group: optimizer/schedule={cfg.schedule}")
-    check_target_config("optimizer.schedule", cfg.schedule, SCHEDULE_ARGUMENTS)
-    check_target_config("optimizer", class_arguments(cfg), ("learning_rate",))
-    build_optimizer(cfg, steps_per_epoch=1, epochs=epochs)
+    schedule = node["schedule"]
+    if not isinstance(schedule, Mapping):  # optimizer.schedule=cosine: the key as it was before it was a group
+        raise ConfigError(f"optimizer.schedule: {schedule!r} is not a schedule's config; a schedule is "
+                          f"chosen as a config group: optimizer/schedule={schedule}")
+    check_target_config("optimizer.schedule", schedule, SCHEDULE_ARGUMENTS)
+    check_target_config("optimizer", class_arguments(node), ("learning_rate",))
+    build_optimizer(node, steps_per_epoch=1, epochs=epochs)
 
 
-def class_arguments(cfg: DictConfig) -> DictConfig:
-    """The optimizer node less OWN_KEYS, resolved: the class's `_target_`, `_partial_` and arguments."""
-    node = OmegaConf.to_container(cfg, resolve=True)
-    return OmegaConf.create({key: value for key, value in node.items() if key not in OWN_KEYS})
+def class_arguments(node: Mapping[str, Any]) -> dict[str, Any]:
+    """The optimizer node less OWN_KEYS: the class's `_target_`, `_partial_` and arguments."""
+    return {key: value for key, value in node.items() if key not in OWN_KEYS}
 
 
-def build_optimizer(cfg: DictConfig, steps_per_epoch: int, epochs: int) -> keras.optimizers.Optimizer:
-    """The Keras optimizer that cfg._target_ names, with the node's other arguments and cfg.lr as
-    cfg.schedule shapes it over `epochs` epochs of `steps_per_epoch` steps. Check the node first
+def build_optimizer(node: Mapping[str, Any], steps_per_epoch: int, epochs: int) -> keras.optimizers.Optimizer:
+    """The Keras optimizer that the node's `_target_` names, with its other arguments and its lr as
+    its schedule shapes it over `epochs` epochs of `steps_per_epoch` steps. Check the node first
     (check_optimizer_config); a class or schedule refusing an argument is a ConfigError naming it."""
-    learning_rate = _called("optimizer.schedule", cfg.schedule, instantiate(cfg.schedule), cfg.lr,
+    schedule = node["schedule"]
+    learning_rate = _called("optimizer.schedule", schedule, instantiate(schedule), node["lr"],
                             steps_per_epoch=steps_per_epoch, epochs=epochs)
-    arguments = class_arguments(cfg)
+    arguments = class_arguments(node)
     return _called("optimizer", arguments, instantiate(arguments), learning_rate=learning_rate)
 
 
-def _called(key: str, node: DictConfig, factory: Callable[..., Any], *args, **kwargs) -> Any:
+def _called(key: str, node: Mapping[str, Any], factory: Callable[..., Any], *args, **kwargs) -> Any:
     """factory(*args, **kwargs), a TypeError or ValueError it raises turned into a ConfigError that
     names the key of `node` its message names (Python and Keras name the argument they refuse), or
     else `key` itself."""
@@ -71,4 +71,4 @@ def _called(key: str, node: DictConfig, factory: Callable[..., Any], *args, **kw
         named = [name for name in node
                  if not name.startswith("_") and re.search(rf"\b{re.escape(name)}\b", message)]
         where = f"{key}.{named[0]}" if named else key
-        raise ConfigError(f"{where}: {node._target_} refused it: {message}") from None
+        raise ConfigError(f"{where}: {node['_target_']} refused it: {message}") from None

@@ -24,7 +24,6 @@ Rows a source refuses are returned beside the table as a skipped table (row_id, 
 
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, open_dict
+from omegaconf import OmegaConf
 
 from affectexp.data.cache import SPLITS
 from affectexp.errors import UserInputError
@@ -60,7 +59,7 @@ class Source(Protocol):
     name: str
     # The dataset config values the source decided itself while reading (AffectNet: the lists
     # and images folders it found), spelt as the config would set them; {} when it decided
-    # nothing. Recorded with the cache by recorded_config().
+    # nothing. Recorded with the cache by recorded_content().
     resolved: dict
 
     def prepare(self) -> None:
@@ -74,16 +73,15 @@ class Source(Protocol):
         """
 
 
-def recorded_config(cfg: DictConfig, source: Source) -> DictConfig:
-    """`cfg` with what the source decided while reading (`source.resolved`) in its dataset
-    section: the config that the cache's attributes and fingerprint record, so they name the
-    files that were read, and passing it back reproduces the cache. `cfg` is not changed."""
+def recorded_content(content: dict, source: Source) -> dict:
+    """The content sections (tasks/preprocess.content_config) with what the source decided while reading
+    (`source.resolved`) in their dataset section: what the cache's attributes and fingerprint
+    record, so they name the files that were read, and passing it back reproduces the cache.
+    `content` is not changed."""
     if not source.resolved:
-        return cfg
-    recorded = copy.deepcopy(cfg)
-    with open_dict(recorded.dataset):
-        recorded.dataset.merge_with(source.resolved)
-    return recorded
+        return content
+    dataset = OmegaConf.to_container(OmegaConf.merge(content["dataset"], source.resolved))
+    return {**content, "dataset": dataset}
 
 
 def check_root(root: Path) -> None:
