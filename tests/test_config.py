@@ -121,7 +121,12 @@ def test_cache_path_is_shared_by_both_entry_points(tmp_path):
 
 # optimizer.lr=fast is refused before training instead (test_optimizers.py): the optimizer group is untyped.
 @pytest.mark.parametrize("override", ["trainer.epoch=3", "trainer.epochs=three", "cache.color=blue",
+                                      "trainer.balance=smote", "trainer.strategy=multiworker",
                                       "optimizer.name=adamx", "model=no_such_model"])
 def test_typo_or_wrong_type_fails_at_composition(override, tmp_path):
-    with pytest.raises(ConfigCompositionException):
+    key, _, value = override.partition("=")
+    with pytest.raises(ConfigCompositionException) as error:
         compose_config("train", tmp_path, [override])
+    # Hydra's message names what was wrong: the key, or the value it could not take.
+    message = f"{error.value} {error.value.__cause__}"
+    assert key.rsplit(".", 1)[-1] in message or value in message, message

@@ -150,14 +150,19 @@ def test_deterministic_training_gives_the_same_weights_twice(built_cache, tmp_pa
     overrides = ["trainer.deterministic=true", "trainer.epochs=2", "trainer.steps_per_epoch=4",
                  "augmentation=light", f"cache.path={built_cache[1].cache.path}"]
     weights = []
-    for attempt in ("first", "second"):
-        cfg = compose_config("train", tmp_path / attempt, ["cache.size=48", *TINY_MODEL, *overrides])
+    # The same command twice, then with another seed: equal weights mean something only if the
+    # seed reaches the training (initialisation, order, augmentation), so the third must differ.
+    for attempt, seed in (("first", 0), ("second", 0), ("other_seed", 1)):
+        cfg = compose_config("train", tmp_path / attempt,
+                             ["cache.size=48", *TINY_MODEL, *overrides, f"trainer.seed={seed}"])
         train(cfg)
         model = keras.models.load_model(tmp_path / attempt / "runs" / config_fingerprint(cfg) / "best.keras")
         weights.append(model.get_weights())
-    assert len(weights[0]) == len(weights[1])
-    for first, second in zip(*weights):
-        np.testing.assert_array_equal(first, second)
+    first, second, other = weights
+    assert len(first) == len(second)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, c) for a, c in zip(first, other))
 
 
 MIRRORED_RUN = """

@@ -27,7 +27,8 @@ from affectexp.data.cache_writer import CacheWriter, full_disk_as_error, partial
 from affectexp.data.faces import FaceSpec
 from affectexp.data.labels import ClassSet
 from affectexp.data.shards import check_shard, merge_shards, shard_bounds, shard_fingerprint, shard_path
-from affectexp.data.sources.rows import PIXEL_SPAN_COLUMNS, SourceError, concat_skipped, recorded_content, split_off
+from affectexp.data.sources.rows import (PIXEL_SPAN_COLUMNS, Source, SourceError, concat_skipped, recorded_content,
+                                         split_off)
 from affectexp.data.splits import assign_validation
 from affectexp.data.summary import (
     PreprocessSummary,
@@ -86,7 +87,7 @@ def run_preprocess(cfg: DictConfig) -> PreprocessSummary:
     sharded = shard.count > 1 and not settings.merge
     written = shard_path(cache_path, shard.index, shard.count) if sharded else cache_path
     with exclusive_lock(written, "cache.path"):
-        source = instantiate(settings.dataset)
+        source: Source = instantiate(settings.dataset)
         source.prepare()
         started = time.perf_counter()
         rows, skipped, rows_read = labelled_rows(settings, source, class_set)
@@ -99,7 +100,7 @@ def run_preprocess(cfg: DictConfig) -> PreprocessSummary:
         return build_cache(settings, content, job, class_set, rows_read, started)
 
 
-def labelled_rows(settings: PreprocessConfig, source, class_set: ClassSet) -> tuple[pd.DataFrame, list[pd.DataFrame], int]:
+def labelled_rows(settings: PreprocessConfig, source: Source, class_set: ClassSet) -> tuple[pd.DataFrame, list[pd.DataFrame], int]:
     """(the source's rows in the class set, labelled and ordered split by split; the rows left
     out, as skipped tables; how many rows the source read). Raises SourceError if none is usable.
 
