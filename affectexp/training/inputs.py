@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections import OrderedDict
@@ -11,6 +12,8 @@ import numpy as np
 
 from affectexp.data.cache import FaceCache
 from affectexp.training.augment import FaceAugmenter, ProcessAugmenter
+
+log = logging.getLogger(__name__)
 
 # Consecutive cache chunks whose rows are shuffled together when streaming.
 SHUFFLE_WINDOW_CHUNKS = 4
@@ -52,6 +55,9 @@ class CacheBatches(keras.utils.PyDataset):
         split_bytes = self.size * int(np.prod(self.cache.face_shape))
         self.in_memory = split_bytes <= ram_budget_bytes
         self.faces = self.cache.read_faces(split, 0, self.size) if self.in_memory else None
+        if not self.in_memory:
+            log.info("%s split: %d faces (%.0f MB) over the RAM budget (%.0f MB): streamed %d chunks at a time",
+                     split, self.size, split_bytes / 2**20, ram_budget_bytes / 2**20, SHUFFLE_WINDOW_CHUNKS)
         self._chunks: OrderedDict[int, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self.set_epoch(0)
