@@ -11,12 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from affectexp.errors import ConfigError
+
+# The entry configs (train.yaml, ...) and their groups, beside the package: for code that composes them itself.
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 class _Choice(str, Enum):
