@@ -66,8 +66,12 @@ def step_overrides(overrides: list[str]) -> StepOverrides:
     objective = str(train.trainer.objective)
     check_objective(objective)
     split, _, metric = objective.partition("_")
-    return StepOverrides([*cache, *own["preprocess"]], own["train"], [*cache, *own["evaluate"], f"split={split}"],
-                         split, metric)
+    named = {override_key(o) for o in cache}
+
+    def share(step: str) -> list[str]:  # the cache's keys once, then the step's own overrides
+        return [*cache, *(o for o in own[step] if override_key(o) not in named)]
+
+    return StepOverrides(share("preprocess"), own["train"], [*share("evaluate"), f"split={split}"], split, metric)
 
 
 def top_key(override: str) -> str:
