@@ -60,10 +60,12 @@ def test_hyperparameters_become_overrides_from_the_file_or_the_variables(tmp_pat
     config = tmp_path / "input" / "config"
     config.mkdir(parents=True)
     (config / "hyperparameters.json").write_text(json.dumps(
-        {"optimizer.lr": "\"3e-4\"", "model": "resnet", "trainer.epochs": 2, "sagemaker_program": "train.py"}))
+        {"optimizer.lr": "\"3e-4\"", "model": "resnet", "trainer.epochs": 2, "sagemaker_program": "train.py",
+         "~callbacks.augmentation_samples": ""}))
     found = container_overrides("train", {ROOT_ENV: str(tmp_path), "TRAINING_JOB_NAME": "job-1"})
     assert list(found) == [f"model_dir={tmp_path}/model", f"report_dir={tmp_path}/output/data",
-                           "logger.job_name=job-1", "optimizer.lr=3e-4", "model=resnet", "trainer.epochs=2"]
+                           "logger.job_name=job-1", "optimizer.lr=3e-4", "model=resnet", "trainer.epochs=2",
+                           "~callbacks.augmentation_samples"]
     (config / "hyperparameters.json").unlink()
     found = container_overrides("train", {ROOT_ENV: str(tmp_path), "SM_HP_OPTIMIZER.LR": "0.01",
                                           "SM_MODEL_DIR": "/m", "SM_OUTPUT_DATA_DIR": "/o"})
@@ -155,3 +157,12 @@ def test_preprocess_train_evaluate_run_as_sagemaker_jobs(tmp_path):
     assert evaluate_run.data.metrics["test/accuracy"] == pytest.approx(evaluation["accuracy"])
     assert "test/accuracy" in json.loads((ev / "processing/output/evaluation/metrics.json").read_text())["metrics"]
 
+
+
+def test_the_pipelines_hyperparameters_read_back_as_the_overrides_they_came_from():
+    from affectexp.pipelines.contract import hyperparameter_overrides
+    from affectexp.pipelines.sagemaker import hyperparameters
+
+    overrides = ["model=resnet", "+optimizer.weight_decay=1e-4", "model.widths=[8,16]", "~logger.run_name",
+                 "logger.run_name='a b'"]
+    assert hyperparameter_overrides(hyperparameters(overrides), "hyperparameters.json") == overrides

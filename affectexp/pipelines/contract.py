@@ -163,7 +163,8 @@ def hyperparameter_overrides(values: dict, source: str) -> list[str]:
     for key, value in values.items():
         if key.startswith(SAGEMAKER_OWN):
             continue
-        text = f"{key}={hyperparameter_value(value)}"
+        value = hyperparameter_value(value)
+        text = key if key.startswith("~") and not value else f"{key}={value}"  # ~key: a deletion
         try:
             parser.parse_override(text)
         except HydraException as error:

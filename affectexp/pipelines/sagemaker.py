@@ -29,7 +29,6 @@ import sys
 from pathlib import Path
 
 from affectexp.pipelines.steps import StepOverrides, step_overrides
-from affectexp.tasks.names import override_key
 
 APP_DIR = "/opt/affectexp"  # where the image holds the project: the entry scripts and conf/
 PROCESSING = "/opt/ml/processing"
@@ -38,9 +37,9 @@ STEP_NAMES = {"preprocess": "Preprocess", "train": "Train", "evaluate": "Evaluat
 
 
 def hyperparameters(overrides: list[str]) -> dict[str, str]:
-    """train.py's overrides as a training job's hyperparameters: {"optimizer.lr": "3e-4", "model": "resnet"}
-    (contract.hyperparameter_overrides reads them back)."""
-    return {override_key(o) if o.startswith("~") else o.partition("=")[0]: o.partition("=")[2] for o in overrides}
+    """train.py's overrides as a training job's hyperparameters: {"optimizer.lr": "3e-4", "model": "resnet",
+    "~callbacks.x": ""} (contract.hyperparameter_overrides reads them back)."""
+    return {key: value for key, _, value in (o.partition("=") for o in overrides)}
 
 
 def build_pipeline(name: str, role: str, image: str, s3_prefix: str, overrides: list[str], region: str,
