@@ -58,7 +58,11 @@ def test_each_step_takes_its_share_of_the_experiments_overrides():
     assert shares.preprocess == [*cache, "num_workers=0", "dataset.train_per_class=24"]
     assert shares.train == ["experiment=quick48", "model=resnet", "dataset.train_per_class=24",
                             "trainer.objective=test_macro_f1"]
-    assert shares.evaluate == [*cache, "dataset.train_per_class=24", "split=test"]
+    assert shares.evaluate == [*cache, "split=test", "dataset.train_per_class=24"]
     assert (shares.objective_split, shares.objective_metric) == ("test", "macro_f1")
+    # Preprocess's split is the validation split's settings, evaluate's the split evaluated.
+    shares = step_overrides(["split=train", "split.val_fraction=0.2"])
+    assert shares.evaluate[-1] == "split=train" and shares.preprocess[-1] == "split.val_fraction=0.2"
+    assert "split=train" not in shares.preprocess and "split.val_fraction=0.2" not in shares.evaluate
     with pytest.raises(ConfigError, match="^trainer_epochs: no step of the pipeline has this key"):
         step_overrides(["trainer_epochs=3"])

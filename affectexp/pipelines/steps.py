@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from affectexp.config import CONF_DIR
 from affectexp.errors import ConfigError
@@ -29,7 +29,7 @@ class StepOverrides:
     preprocess: list[str]
     train: list[str]
     evaluate: list[str]
-    objective_split: str  # the split evaluation reports: trainer.objective's ("val" for val_accuracy)
+    objective_split: str  # the split evaluation reports: trainer.objective's ("val" for val_accuracy), or split=
     objective_metric: str  # its metric in evaluation.json ("accuracy")
 
     def of(self, step: str) -> list[str]:
@@ -43,10 +43,24 @@ def compose_step(step: str, overrides: list[str], hydra: bool = False) -> DictCo
         return compose(step, overrides=list(overrides), return_hydra_config=hydra)
 
 
-def known_keys(step: str) -> set[str]:
-    """The top-level keys and config groups of `step`'s entry config."""
+def known_keys(step: str) -> dict[str, str]:
+    """The top-level keys of `step`'s entry config, each "group" (a config group's choice),
+    "node" (keys below it) or "leaf" (a value)."""
     cfg = compose_step(step, [], hydra=True)
-    return {key for key in cfg if key != "hydra"} | set(cfg.hydra.runtime.choices)
+    plain = OmegaConf.to_container(cfg, resolve=False)  # unresolved: mandatory values (model_uri) are unset here
+    kinds = {key: "node" if isinstance(value, dict) else "leaf" for key, value in plain.items() if key != "hydra"}
+    return {**kinds, **{group: "group" for group in cfg.hydra.runtime.choices}}
+
+
+def applies(override: str, keys: dict[str, str]) -> bool:
+    """Whether a step whose top-level keys are `keys` (known_keys) takes `override`: its group's
+    choice, a key below a node ("split.val_fraction": preprocess's split), a leaf's value
+    ("split=test": evaluate's)."""
+    key = override_key(override)
+    kind = keys.get(key.split("/")[0]) if "/" in key else keys.get(key.split(".")[0])
+    if kind is None:
+        return False
+    return kind == "group" or (kind == "node") == ("." in key)
 
 
 def step_overrides(overrides: list[str]) -> StepOverrides:
@@ -54,7 +68,7 @@ def step_overrides(overrides: list[str]) -> StepOverrides:
     ConfigError naming an override no step has a key for, and a bad one stops here with Hydra's
     message, before any step runs."""
     keys = {step: known_keys(step) for step in STEPS}
-    own = {step: [o for o in overrides if top_key(o) in keys[step]] for step in STEPS}
+    own = {step: [o for o in overrides if applies(o, keys[step])] for step in STEPS}
     unknown = [o for o in overrides if not any(o in own[step] for step in STEPS)]
     if unknown:
         raise ConfigError(f"{override_key(unknown[0])}: no step of the pipeline has this key ({unknown[0]!r}); "
@@ -66,14 +80,11 @@ def step_overrides(overrides: list[str]) -> StepOverrides:
     objective = str(train.trainer.objective)
     check_objective(objective)
     split, _, metric = objective.partition("_")
+    split = next((o.partition("=")[2] for o in reversed(own["evaluate"]) if override_key(o) == "split"), split)
     named = {override_key(o) for o in cache}
 
-    def share(step: str) -> list[str]:  # the cache's keys once, then the step's own overrides
-        return [*cache, *(o for o in own[step] if override_key(o) not in named)]
+    def share(step: str, first: list[str]) -> list[str]:  # the cache's keys once, then the step's own overrides
+        return [*cache, *first, *(o for o in own[step] if override_key(o) not in named)]
 
-    return StepOverrides(share("preprocess"), own["train"], [*share("evaluate"), f"split={split}"], split, metric)
+    return StepOverrides(share("preprocess", []), own["train"], share("evaluate", [f"split={split}"]), split, metric)
 
-
-def top_key(override: str) -> str:
-    """The top-level key or group an override sets: "model.widths=[8]" -> "model", "optimizer/schedule=x" -> "optimizer"."""
-    return override_key(override).split(".")[0].split("/")[0]
