@@ -16,4 +16,9 @@ def main(cfg: DictConfig) -> int:
 
 
 if __name__ == "__main__":
+    from pathlib import Path
+
+    from affectexp.pipelines.contract import use_container_contract
+
+    use_container_contract("preprocess", Path(__file__).resolve().parent / "conf")  # inside SageMaker only
     main()

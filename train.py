@@ -24,4 +24,9 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    from pathlib import Path
+
+    from affectexp.pipelines.contract import use_container_contract
+
+    use_container_contract("train", Path(__file__).resolve().parent / "conf")  # inside SageMaker only
     main()

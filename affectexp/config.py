@@ -11,12 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from affectexp.errors import ConfigError
+
+# The entry configs (train.yaml, ...) and their groups, beside the package: for code that composes them itself.
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 class _Choice(str, Enum):
@@ -182,6 +186,9 @@ class LoggerConfig:
     # model registry, and point this alias at the new version (e.g. champion): models:/<name>@<alias>.
     register_model: Optional[str] = None
     register_alias: Optional[str] = None
+    # The batch job this run runs in (a SageMaker training or processing job: set from its
+    # environment, affectexp/pipelines/contract.py), recorded as the run's tag affectexp.job_name.
+    job_name: Optional[str] = None
 
 
 @dataclass
@@ -213,6 +220,11 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     tuner: Optional[TunerConfig] = None
+    # Also write the kept model's MLflow model files (MLmodel, data/, ...) into this folder: SageMaker's
+    # SM_MODEL_DIR, which becomes the training job's model artifact. None: the model is only logged.
+    model_dir: Optional[str] = None
+    # Also write the run's metrics (metrics.json) and its plots and files into this folder (SM_OUTPUT_DATA_DIR).
+    report_dir: Optional[str] = None
 
 
 @dataclass
@@ -230,6 +242,10 @@ class EvaluateConfig:
     # True: predict only among the classes the cache has (the usual cross-data-set protocol);
     # False: a face predicted as a class the cache lacks counts as wrong.
     restrict_to_cache_classes: bool = True
+    # Also write the evaluation (evaluation.json: the split's accuracy, balanced_accuracy, macro_f1;
+    # metrics.json: the run's metrics) and its plots into this folder: a SageMaker pipeline's
+    # property file, read by its condition step.
+    report_dir: Optional[str] = None
 
 
 class ExportFormat(_Choice):

@@ -108,6 +108,14 @@ def logged_model_uri(run_id: str) -> str | None:
     return f"models:/{found[0].model_id}" if found else None
 
 
+def copy_model_files(model_uri: str, folder: str | Path) -> None:
+    """Copy the MLflow model at `model_uri` (its MLmodel, data/, requirements) into `folder`
+    itself, so that `mlflow.pyfunc.load_model(folder)` and load_face_model(folder) load it:
+    a SageMaker training job's model artifact (SM_MODEL_DIR)."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(folder))
+
+
 def register(model_uri: str, name: str, alias: str | None = None) -> str:
     """Register `model_uri` (models:/<model id>) as a version of `name`, once (a run continued
     after a kill finds its version), and point `alias` at it if given; returns the version."""

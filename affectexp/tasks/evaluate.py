@@ -11,7 +11,6 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-import mlflow
 from omegaconf import DictConfig, OmegaConf
 
 from affectexp import tracking
@@ -26,15 +25,20 @@ from affectexp.training.evaluation import check_face_shape, evaluate_and_log, mo
 log = logging.getLogger(__name__)
 
 
-def evaluate(cfg: DictConfig) -> float:
-    """evaluate.py: cfg.model_uri on cfg.split of cfg.cache.path, in a new MLflow run; returns the accuracy."""
+# What evaluation.json (report_dir) holds of the metrics: the scalars a pipeline's condition reads.
+REPORT_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
+
+
+def evaluate(cfg: DictConfig, parent: tracking.Parent | None = None) -> float:
+    """evaluate.py: cfg.model_uri on cfg.split of cfg.cache.path, in a new MLflow run (a child of
+    `parent` when given: a pipeline's step); returns the accuracy."""
     check_values(cfg)
     settings: EvaluateConfig = OmegaConf.to_object(cfg)
     with open_cache(settings) as cache:
-        return evaluate_on_cache(settings, cache)
+        return evaluate_on_cache(settings, cache, parent)
 
 
-def evaluate_on_cache(settings: EvaluateConfig, cache: FaceCache) -> float:
+def evaluate_on_cache(settings: EvaluateConfig, cache: FaceCache, parent: tracking.Parent | None = None) -> float:
     split, cache_path = str(settings.split), settings.cache.path
     if cache.split_size(split) == 0:
         raise UserInputError(f"{cache_path}: the cache has no {split} faces; choose another split")
@@ -44,8 +48,8 @@ def evaluate_on_cache(settings: EvaluateConfig, cache: FaceCache) -> float:
     names = model_classes(model.keras_model, model.class_names, cache.class_names)
     warn_if_cut_otherwise(model.face_spec, cache.face_spec, cache_path)
     run_name = settings.logger.run_name or f"evaluate {model.name} on {Path(cache_path).stem}"
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
-        mlflow.set_tag("affectexp.task", "evaluate")
+    tags = {"affectexp.task": "evaluate", **tracking.job_tags(settings.logger.job_name)}
+    with tracking.tracked_run(experiment_id, run_name, None, parent, tags=tags) as run:
         tracking.log_params({"model_uri": settings.model_uri, "cache.path": str(cache_path), "split": split,
                              "model.classes": json.dumps(names), "cache.classes": json.dumps(cache.class_names),
                              "restrict_to_cache_classes": str(settings.restrict_to_cache_classes)})
@@ -54,7 +58,18 @@ def evaluate_on_cache(settings: EvaluateConfig, cache: FaceCache) -> float:
         log.info("%s accuracy %.4f, balanced accuracy %.4f, macro-F1 %.4f over %s (MLflow run %s)", split,
                  metrics["accuracy"], metrics["balanced_accuracy"], metrics["macro_f1"], metrics["class_names"],
                  run.info.run_id)
+        if settings.report_dir:
+            write_report(settings, metrics, run.info.run_id)
     return metrics["accuracy"]
+
+
+def write_report(settings: EvaluateConfig, metrics: dict, run_id: str) -> None:
+    """report_dir: the run's files and metrics (tracking.copy_run_report) and evaluation.json,
+    {"split", "model_uri", "run_id", "evaluated_faces", "accuracy", "balanced_accuracy", "macro_f1"}."""
+    tracking.copy_run_report(run_id, settings.report_dir)
+    report = {"split": str(settings.split), "model_uri": settings.model_uri, "run_id": run_id,
+              "evaluated_faces": metrics["evaluated_faces"], **{name: metrics[name] for name in REPORT_METRICS}}
+    (Path(settings.report_dir) / "evaluation.json").write_text(json.dumps(report, indent=2))
 
 
 def warn_if_cut_otherwise(model_spec: FaceSpec | None, cache_spec: FaceSpec, cache_path: str) -> None:

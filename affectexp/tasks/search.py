@@ -24,6 +24,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 from affectexp import tracking
+from affectexp.config import CONF_DIR
 from affectexp.inference.model import register_run_model
 from affectexp.errors import UserInputError
 from affectexp.tasks.names import model_name, override_key, run_name
@@ -36,7 +37,6 @@ log = logging.getLogger(__name__)
 TUNERS = {"random": kt.RandomSearch, "bayesian": kt.BayesianOptimization, "hyperband": kt.Hyperband}
 TRIAL_TAG = "affectexp.trial_id"
 DIMENSION_TYPES = ("float", "int", "choice", "boolean")
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 class SearchError(UserInputError):

@@ -21,7 +21,7 @@ from affectexp import locks, tracking
 from affectexp.config import LoggerConfig, TrainConfig, TrainerConfig, check_values
 from affectexp.data.cache import FaceCache
 from affectexp.errors import ConfigError
-from affectexp.inference.model import FaceModel, log_face_model, logged_model_uri, register_run_model
+from affectexp.inference.model import FaceModel, copy_model_files, log_face_model, logged_model_uri, register_run_model
 from affectexp.models import BUILDER_ARGUMENTS
 from affectexp.processes import stop_point
 from affectexp.targets import check_target_config
@@ -70,6 +70,8 @@ def fingerprint_of(resolved: dict) -> str:
     container = json.loads(json.dumps(resolved))  # a deep copy: keys are popped below
     run_name = container.pop("logger", {}).get("run_name")
     container.pop("paths", None)
+    for where in ("model_dir", "report_dir"):  # where copies go, not what is trained
+        container.pop(where, None)
     container["cache"].pop("chunk_rows", None)  # training reads the cache's own chunking from the file
     if run_name is not None:
         container["run_name"] = run_name
@@ -144,9 +146,10 @@ def train_on_cache(settings: TrainConfig, resolved: dict, cache: FaceCache, pare
                      "delete %s", finished.info.run_id, finished.info.run_name, work_dir)
             if parent is None:  # registering is a logger setting: asking for it later registers the finished run's
                 register_run_model(finished.info.run_id, logger.register_model, logger.register_alias)
+            write_outputs(settings, finished.info.run_id)
             return logged_evaluation(finished.data.metrics, evaluated)
         with tracking.tracked_run(experiment_id, logger.run_name or name, work_dir, parent,
-                                  system_metrics=logger.system_metrics) as run:
+                                  system_metrics=logger.system_metrics, tags=tracking.job_tags(logger.job_name)) as run:
             tracking.log_config_params(resolved)
             tracking.log_cache_input(settings.cache.path, Path(settings.cache.path).stem, cache.fingerprint,
                                      split_sizes)
@@ -166,8 +169,18 @@ def train_on_cache(settings: TrainConfig, resolved: dict, cache: FaceCache, pare
             log.info("Test accuracy %.4f, balanced accuracy %.4f, macro-F1 %.4f (MLflow run %s)",
                      test.get("accuracy", float("nan")), test.get("balanced_accuracy", float("nan")),
                      test.get("macro_f1", float("nan")), run.info.run_id)
+        write_outputs(settings, run.info.run_id)
     log.info("Open the MLflow UI with: %s", tracking.ui_command(mlflow.get_tracking_uri()))
     return metrics
+
+
+def write_outputs(settings: TrainConfig, run_id: str) -> None:
+    """The finished run's model files into settings.model_dir and its metrics and plots into
+    settings.report_dir, where they are set (a batch job's output folders)."""
+    if settings.model_dir:
+        copy_model_files(logged_model_uri(run_id), settings.model_dir)
+    if settings.report_dir:
+        tracking.copy_run_report(run_id, settings.report_dir)
 
 
 def logged_evaluation(run_metrics: dict[str, float], splits) -> dict[str, dict]:

@@ -25,6 +25,18 @@ def artifact_dir() -> Iterator[Path]:
         mlflow.log_artifacts(str(path))
 
 
+def copy_run_report(run_id: str, folder: str | Path) -> None:
+    """Copy the finished run's artifacts (config, plots, per-split metrics JSON) into `folder`,
+    with metrics.json beside them: {"run_id": ..., "metrics": {name: last value}}. For the batch
+    jobs whose output folder is what they leave behind (SageMaker's SM_OUTPUT_DATA_DIR)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    mlflow.artifacts.download_artifacts(run_id=run_id, dst_path=str(folder))
+    metrics = MlflowClient().get_run(run_id).data.metrics
+    (folder / "metrics.json").write_text(json.dumps({"run_id": run_id, "metrics": dict(sorted(metrics.items()))},
+                                                    indent=2))
+
+
 DIGEST_CHARS = 16  # MLflow keeps at most 36; 16 hex digits of the fingerprint identify a cache
 
 

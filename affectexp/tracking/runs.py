@@ -15,6 +15,12 @@ log = logging.getLogger(__name__)
 
 RUN_ID_FILE = "mlflow_run_id"
 SWEEP_TAG = "affectexp.sweep_id"
+JOB_TAG = "affectexp.job_name"  # the batch job (SageMaker training or processing job) a run ran in
+
+
+def job_tags(job_name: str | None) -> dict[str, str]:
+    """The tags that record logger.job_name (none when it is unset)."""
+    return {JOB_TAG: job_name} if job_name else {}
 
 
 @dataclass(frozen=True)
@@ -46,26 +52,31 @@ def recorded_run(work_dir: Path, parent_run_id: str | None = None):
 
 
 @contextmanager
-def tracked_run(experiment_id: str, run_name: str | None, work_dir: Path, parent: Parent | None = None,
-                system_metrics: bool = False) -> Iterator[mlflow.ActiveRun]:
+def tracked_run(experiment_id: str, run_name: str | None, work_dir: Path | None, parent: Parent | None = None,
+                system_metrics: bool = False, tags: Mapping[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run that continues work_dir's recorded run (recorded_run), else a new one,
-    named `run_name` (or the parent's name for it), a child of `parent` when given.
+    named `run_name` (or the parent's name for it), a child of `parent` when given, carrying
+    `tags` (and the parent's). work_dir None: a run that is never continued (an evaluation).
     system_metrics: MLflow samples CPU, memory, disk and GPU use into `system/*` metrics.
 
     The run ends FINISHED on success and FAILED on any exception; its id stays recorded in
     work_dir, so rerunning the same command continues (or, once finished, finds) this run.
+    A run handed to this process by `mlflow run` (MLFLOW_RUN_ID) is the new run: MLflow's
+    start_run takes it.
     """
     parent_run_id = parent.run_id if parent else None
-    previous = recorded_run(work_dir, parent_run_id)
+    previous = recorded_run(work_dir, parent_run_id) if work_dir is not None else None
+    all_tags = {**(parent.tags if parent else {}), **(tags or {})}
     if previous is not None:
         log.info("Continuing MLflow run %s (%s)", previous.info.run_id, previous.info.run_name)
-        arguments = {"run_id": previous.info.run_id}
+        arguments = {"run_id": previous.info.run_id, "tags": all_tags}
     else:
         arguments = {"experiment_id": experiment_id, "run_name": run_name or (parent.child_name if parent else None),
-                     "parent_run_id": parent_run_id, "tags": dict(parent.tags) if parent else {}}
+                     "parent_run_id": parent_run_id, "tags": all_tags}
     # A search's trials start while the search's own run is active.
     with mlflow.start_run(**arguments, nested=mlflow.active_run() is not None,
                           log_system_metrics=system_metrics) as run:
-        Path(work_dir).mkdir(parents=True, exist_ok=True)
-        (Path(work_dir) / RUN_ID_FILE).write_text(run.info.run_id)
+        if work_dir is not None:
+            Path(work_dir).mkdir(parents=True, exist_ok=True)
+            (Path(work_dir) / RUN_ID_FILE).write_text(run.info.run_id)
         yield run
