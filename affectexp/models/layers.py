@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import keras
+import numpy as np
 from keras import layers
 
 
@@ -58,3 +59,22 @@ def output_heads(features, num_classes: int, dropout: float, outputs: Sequence[s
         else:
             raise ValueError(f"unknown output {name!r}; choose from {list(HEAD_OUTPUTS)}")
     return heads[outputs[0]] if len(heads) == 1 else heads
+
+
+def head_outputs(model: keras.Model) -> tuple[str, ...]:
+    """The outputs (HEAD_OUTPUTS) a built or loaded model ends in. A model of one output named
+    otherwise (a bare Keras model of someone else's) is taken for class probabilities."""
+    names = tuple(model.output_names)
+    if set(names) <= set(HEAD_OUTPUTS):
+        return tuple(name for name in HEAD_OUTPUTS if name in names)
+    if len(names) == 1:
+        return ("expression",)
+    raise ValueError(f"the model's outputs {list(names)} are not {list(HEAD_OUTPUTS)}")
+
+
+def head_predictions(model: keras.Model, predicted) -> dict[str, np.ndarray]:
+    """model.predict's result as {output: float32 array}: (n, K) probabilities for "expression",
+    (n, 2) valence and arousal for "affect"."""
+    if not isinstance(predicted, dict):
+        predicted = {head_outputs(model)[0]: predicted}
+    return {name: np.asarray(value, dtype=np.float32) for name, value in predicted.items()}

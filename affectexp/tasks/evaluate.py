@@ -8,26 +8,31 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import asdict
 from pathlib import Path
 
 import mlflow
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from affectexp import tracking
 from affectexp.config import EvaluateConfig, check_values
+from affectexp.data.affectnet_layout import NOT_ANNOTATED
 from affectexp.data.cache import FaceCache
 from affectexp.data.faces import FaceSpec
 from affectexp.errors import UserInputError
 from affectexp.training.caches import open_cache
 from affectexp.inference.model import load_face_model
-from affectexp.training.evaluation import check_face_shape, evaluate_and_log, model_classes
+from affectexp.models.layers import head_outputs
+from affectexp.training.evaluation import check_face_shape, describe, evaluate_and_log, model_classes
 
 log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> float:
-    """evaluate.py: cfg.model_uri on cfg.split of cfg.cache.path, in a new MLflow run; returns the accuracy."""
+    """evaluate.py: cfg.model_uri on cfg.split of cfg.cache.path, in a new MLflow run; returns the
+    accuracy (the valence CCC for a model without class probabilities)."""
     check_values(cfg)
     settings: EvaluateConfig = OmegaConf.to_object(cfg)
     with open_cache(settings) as cache:
@@ -41,20 +46,24 @@ def evaluate_on_cache(settings: EvaluateConfig, cache: FaceCache) -> float:
     experiment_id = tracking.configure_logger(settings.logger)
     model = load_face_model(settings.model_uri)
     check_face_shape(model.keras_model, cache.face_shape, cache_path)
-    names = model_classes(model.keras_model, model.class_names, cache.class_names)
+    outputs = head_outputs(model.keras_model)
+    if "expression" not in outputs and not np.any(cache.affect(split) != NOT_ANNOTATED):
+        raise UserInputError(f"{cache_path}: no {split} face has valence or arousal annotated, and the model "
+                             "predicts nothing else; evaluate it on a cache of a data set that annotates them (AffectNet)")
+    names = model_classes(model.keras_model, model.class_names, cache.class_names) if "expression" in outputs else []
     warn_if_cut_otherwise(model.face_spec, cache.face_spec, cache_path)
     run_name = settings.logger.run_name or f"evaluate {model.name} on {Path(cache_path).stem}"
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
         mlflow.set_tag("affectexp.task", "evaluate")
         tracking.log_params({"model_uri": settings.model_uri, "cache.path": str(cache_path), "split": split,
-                             "model.classes": json.dumps(names), "cache.classes": json.dumps(cache.class_names),
+                             "model.outputs": json.dumps(list(outputs)), "model.classes": json.dumps(names),
+                             "cache.classes": json.dumps(cache.class_names),
                              "restrict_to_cache_classes": str(settings.restrict_to_cache_classes)})
         metrics = evaluate_and_log(model.keras_model, model.class_names, cache, split, settings.batch_size,
                                    settings.restrict_to_cache_classes)
-        log.info("%s accuracy %.4f, balanced accuracy %.4f, macro-F1 %.4f over %s (MLflow run %s)", split,
-                 metrics["accuracy"], metrics["balanced_accuracy"], metrics["macro_f1"], metrics["class_names"],
-                 run.info.run_id)
-    return metrics["accuracy"]
+        over = f" over {metrics['class_names']}" if "class_names" in metrics else ""
+        log.info("%s %s%s (MLflow run %s)", split, describe(metrics), over, run.info.run_id)
+    return metrics["accuracy"] if "accuracy" in metrics else metrics.get("ccc_valence", math.nan)
 
 
 def warn_if_cut_otherwise(model_spec: FaceSpec | None, cache_spec: FaceSpec, cache_path: str) -> None:

@@ -32,7 +32,7 @@ from affectexp.training import runtime
 from affectexp.training.augment import FaceAugmenter, augmented_variants, check_transform, default_augment_workers
 from affectexp.training.caches import open_checked_cache
 from affectexp.training.commit import EpochCommit, TrainingState, restore
-from affectexp.training.evaluation import evaluate_and_log
+from affectexp.training.evaluation import describe, evaluate_and_log
 from affectexp.training.inputs import CacheBatches, FollowEpochs, class_weights
 from affectexp.training.objectives import OBJECTIVE_METRICS, OBJECTIVE_SPLITS, check_objective, objective_metric, \
     objective_value
@@ -181,10 +181,8 @@ def train_on_cache(settings: TrainConfig, resolved: dict, cache: FaceCache, pare
             tracking.log_metrics_once({tracking.TRAIN_SECONDS: state.train_seconds})
             log_run_artifacts(resolved, logger, FaceModel(model, cache.class_names, cache.face_spec),
                               state.history_dict(), register=parent is None)
-            test = metrics.get("test", {})
-            log.info("Test accuracy %.4f, balanced accuracy %.4f, macro-F1 %.4f (MLflow run %s)",
-                     test.get("accuracy", float("nan")), test.get("balanced_accuracy", float("nan")),
-                     test.get("macro_f1", float("nan")), run.info.run_id)
+            if "test" in metrics:
+                log.info("Test %s (MLflow run %s)", describe(metrics["test"]), run.info.run_id)
     log.info("Open the MLflow UI with: %s", tracking.ui_command(mlflow.get_tracking_uri()))
     return metrics
 

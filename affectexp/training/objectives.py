@@ -43,6 +43,8 @@ def objective_value(objective: str, metrics_by_split: dict[str, dict]) -> float:
     """The value of `objective` ("val_accuracy", "test_macro_f1", ...) among the evaluated splits."""
     check_objective(objective)
     split, _, name = objective.partition("_")
-    if name not in metrics_by_split.get(split, {}):
+    if split not in metrics_by_split:
         raise ConfigError(f"trainer.objective: {objective!r}: the cache has no {split} split")
+    if name not in metrics_by_split[split]:
+        raise ConfigError(f"trainer.objective: {objective!r}: no {split} face of the cache has it annotated")
     return metrics_by_split[split][name]

@@ -35,9 +35,11 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
 
 
 def plot_history(history: dict[str, list[float]], path: Path) -> Path:
-    """Loss and accuracy per epoch, train vs validation, saved as PNG."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("loss", "accuracy")):
+    """Loss and accuracy (when the model reports it: not for valence and arousal alone) per epoch,
+    train vs validation, saved as PNG."""
+    metrics = ("loss", "accuracy") if "accuracy" in history else ("loss",)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
         for prefix in ("", "val_"):
             values = history.get(prefix + metric)
             if values:
