@@ -146,7 +146,9 @@ class TrainerConfig:
     seed: int = 0
     deterministic: bool = False  # true: the same weights twice (TF op determinism; slower on GPU)
     early_stopping_patience: int = 0  # 0 disables early stopping
-    monitor: str = "val_accuracy"  # picks the best checkpoint (and what early stopping watches)
+    # Picks the best checkpoint (and what early stopping watches); by default the head's (val_accuracy,
+    # or val_loss for a head without the expression output).
+    monitor: str = "${head.monitor}"
     # Done each epoch at training time: the cache keeps every face.
     balance: Balance = Balance.class_weight
     label_smoothing: float = 0.0  # s: targets 1 - s + s/k for the true class, s/k for the others
@@ -157,8 +159,24 @@ class TrainerConfig:
     # Processes that augment training batches at idle priority; None: one per core (at most 8);
     # 0: augment in the reader threads.
     augment_workers: Optional[int] = None
-    # What train.py returns, what sweepers and tuners optimise: <val|test>_<accuracy|balanced_accuracy|macro_f1>
-    # of the kept model. Select on validation: choosing on the test split overstates the result.
+    # What train.py returns, what sweepers and tuners optimise: <val|test>_<metric> of the kept model,
+    # a metric of its evaluation (affectexp/training/objectives.py: accuracy, balanced_accuracy, macro_f1;
+    # ccc_valence, pearson_arousal, ...); by default the head's. Select on validation: choosing on the
+    # test split overstates the result.
+    objective: str = "${head.objective}"
+
+
+@dataclass
+class HeadConfig:
+    """What the model predicts (conf/head/<name>.yaml): its outputs, "expression" (class
+    probabilities) and/or "affect" (valence and arousal), and each one's weight in the loss."""
+
+    name: str = "???"
+    outputs: list[str] = MISSING  # one or both of expression, affect (affectexp/models/layers.py)
+    expression_weight: float = 1.0  # of the cross-entropy, when there are several outputs
+    affect_weight: float = 1.0  # of the masked mean squared error of valence and arousal
+    # The defaults of trainer.monitor and trainer.objective: what this head reports.
+    monitor: str = "val_accuracy"
     objective: str = "val_accuracy"
 
 
@@ -215,6 +233,7 @@ class TrainConfig:
     classes: ClassesConfig = field(default_factory=ClassesConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     model: Any = None  # checked against its builder's signature (affectexp/targets.py)
+    head: HeadConfig = field(default_factory=HeadConfig)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     optimizer: Any = None  # a Keras optimizer class and its arguments, checked when built (training/optimizers.py)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -287,6 +306,8 @@ VALUE_RANGES = (
     ("faces.margin", lambda v: v > -0.5, "above -0.5 (at -0.5 or below, every box shrinks to nothing)"),
     ("video.every_n_frames", lambda v: v >= 1, "1 (every frame) or more"),
     ("batch_size", lambda v: v >= 1, "faces per model call, 1 or more"),
+    ("head.expression_weight", lambda v: v >= 0, "a loss weight, 0 or more"),
+    ("head.affect_weight", lambda v: v >= 0, "a loss weight, 0 or more"),
     ("optimizer.lr", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
      "the learning rate, a number above 0"),
 )

@@ -63,8 +63,9 @@ def target_schema(target: Callable[..., Any], provided: Sequence[str]) -> type |
 
 
 def check_target_config(key: str, node: Mapping[str, Any], provided: Sequence[str]) -> None:
-    """ConfigError naming the key (`key`.<name>) when node._target_ cannot be imported, or when
-    `node` does not fit its signature less the arguments the caller passes itself (`provided`)."""
+    """ConfigError naming the key (`key`.<name>) when node._target_ cannot be imported, when it
+    does not take the arguments the caller passes itself (`provided`), or when `node` does not fit
+    the rest of its signature."""
     target = node.get("_target_")
     try:
         # Hydra's own lookup, the one instantiate uses: hydra.utils.get_method would also log the
@@ -79,6 +80,11 @@ def check_target_config(key: str, node: Mapping[str, Any], provided: Sequence[st
     schema = target_schema(imported, provided)
     if schema is None:
         return
+    parameters = inspect.signature(imported).parameters
+    refused = [name for name in provided if name not in parameters]
+    if refused:
+        raise ConfigError(f"{key}._target_: {target} has no argument {refused[0]!r}; it is called with "
+                          f"{', '.join(provided)} and its configured arguments")
     try:
         OmegaConf.merge(OmegaConf.structured(schema), node)
     except OmegaConfBaseException as error:

@@ -85,7 +85,7 @@ def test_local_weights_file_loads_into_a_grey_model(tmp_path):
                                               pooling="avg", include_preprocessing=False)
     weights_file = tmp_path / "mobilenet_v3_small_notop.weights.h5"
     rgb.save_weights(weights_file)
-    model = build_mobilenet_v3(FACE_SHAPE, len(CLASSES), weights=str(weights_file))
+    model = build_mobilenet_v3(FACE_SHAPE, len(CLASSES), ("expression",), weights=str(weights_file))
     assert model.get_layer("gray_to_rgb").output.shape[-1] == 3  # grey faces repeated for the RGB stem
     backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
     for loaded, saved in zip(backbone.get_weights(), rgb.get_weights()):
@@ -120,13 +120,18 @@ def test_label_smoothing_moves_the_targets_towards_uniform():
 
 NEW_MODEL = '''
 import keras
-from affectexp.models.layers import classifier_head, normalized_input
+from affectexp.models.layers import normalized_input, output_heads
 
 
-def build_tiny(input_shape, num_classes, units: int = 8, dropout: float = 0.0):
+def build_tiny(input_shape, num_classes, outputs, units: int = 8, dropout: float = 0.0):
     inputs, x = normalized_input(input_shape)
     x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(units, 3)(x))
-    return keras.Model(inputs, classifier_head(x, num_classes, dropout), name="tiny")
+    return keras.Model(inputs, output_heads(x, num_classes, dropout, outputs), name="tiny")
+
+
+def build_headless(input_shape, num_classes, units: int = 8):
+    inputs, x = normalized_input(input_shape)
+    return keras.Model(inputs, keras.layers.Dense(num_classes)(keras.layers.Flatten()(x)))
 '''
 
 
@@ -146,4 +151,53 @@ def test_a_new_model_is_one_file_and_one_function(tmp_path, monkeypatch):
     cfg.model.units = "four"
     with pytest.raises(ConfigError, match=r"model\.units: .*tiny_model\.build_tiny"):
         check_config(read_config(cfg)[0])
+    # A builder that cannot be given the head's outputs is refused before training, naming them.
+    cfg.model = OmegaConf.create({"_target_": "tiny_model.build_headless"})
+    with pytest.raises(ConfigError, match=r"model\._target_: tiny_model\.build_headless has no argument 'outputs'"):
+        check_config(read_config(cfg)[0])
     sys.modules.pop("tiny_model", None)
+
+
+HEADS = sorted(p.stem for p in (Path(CONF_DIR) / "head").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_builds_and_trains_a_step_with_every_head(name, head, tmp_path):
+    """Each head's outputs (probabilities (b, K), valence/arousal (b, 2) in [-1, 1], or both by
+    name) from every builder, and one optimiser step on masked targets moves each head's weights."""
+    model, cfg = built(tmp_path, [f"model={name}", f"head={head}"])
+    outputs = list(cfg.head.outputs)
+    labels = np.array([0, 1, 2, 3], np.int64)
+    affect = np.array([[0.5, 0.2], [-2, -2], [-0.3, 0.8], [0.1, -2]], np.float32)
+    targets = {"expression": labels, "affect": affect}
+    y = targets[outputs[0]] if len(outputs) == 1 else {k: targets[k] for k in outputs}
+    predicted = model(faces(4), training=False)
+    predicted = predicted if isinstance(predicted, dict) else {outputs[0]: predicted}
+    assert sorted(predicted) == sorted(outputs)
+    if "expression" in predicted:
+        assert np.asarray(predicted["expression"]).shape == (4, len(CLASSES))
+    if "affect" in predicted:
+        values = np.asarray(predicted["affect"])
+        assert values.shape == (4, 2) and np.all(np.abs(values) <= 1)
+    before = {k: np.asarray(model.get_layer(k).kernel).copy() for k in outputs}
+    logs = model.train_on_batch(faces(4), y, return_dict=True)
+    assert np.isfinite(logs["loss"])
+    for k in outputs:
+        assert not np.array_equal(before[k], np.asarray(model.get_layer(k).kernel)), k
+
+
+def test_a_head_is_checked_before_training(tmp_path):
+    """Outputs it cannot build and metrics it does not report stop in one line naming the key."""
+    from affectexp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"head\.outputs: \['expression', 'valence'\]; name one or more of"):
+        built(tmp_path, ["head.outputs=[expression,valence]"])
+    with pytest.raises(ConfigError, match=r"head\.outputs: \[\]"):
+        built(tmp_path, ["head.outputs=[]"])
+    with pytest.raises(ConfigError, match=r"trainer\.monitor: 'val_accuracy' is not reported by head=affect"):
+        built(tmp_path, ["head=affect", "trainer.monitor=val_accuracy"])
+    with pytest.raises(ConfigError, match=r"trainer\.objective: 'val_ccc_valence' is never reported by a model predicting \['expression'\]"):
+        built(tmp_path, ["trainer.objective=val_ccc_valence"])
+    with pytest.raises(ConfigError, match=r"head\.affect_weight: -1"):
+        built(tmp_path, ["head=multitask", "head.affect_weight=-1"])

@@ -133,6 +133,11 @@ class FaceCache:
         start, stop = self.split_ranges[split]
         return self.file["labels"][start:stop].astype(np.int64)
 
+    def affect(self, split: str) -> np.ndarray:
+        """(n, 2) float32 (valence, arousal) of a split; -2 where not annotated."""
+        start, stop = self.split_ranges[split]
+        return np.stack([self.file["valence"][start:stop], self.file["arousal"][start:stop]], axis=1).astype(np.float32)
+
     def read_faces(self, split: str, start: int, stop: int) -> np.ndarray:
         """Faces [start, stop) of a split (positions within the split), (n, H, W, C) uint8."""
         offset = self.split_ranges[split][0]

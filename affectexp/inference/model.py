@@ -5,7 +5,9 @@ out, logged as one MLflow model (Keras flavor, so also pyfunc: `mlflow.pyfunc.lo
 The face spec (size, colour, margin, square, alignment, out-of-bounds rule: everything
 preprocessing used) travels in the logged model's metadata, so that inference crops a photo's
 face exactly as the training cache did. The signature says what the model takes and gives:
-uint8 faces (-1, H, W, C) in, class probabilities (-1, K) out, in the order of `class_names`.
+uint8 faces (-1, H, W, C) in, class probabilities (-1, K) out, in the order of `class_names`;
+a model with valence and arousal (conf/head/) gives them as (-1, 2) too, and its metadata's
+"outputs" names what it gives.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from mlflow.types.schema import Schema, TensorSpec
 
 from affectexp.data.faces import FaceSpec
 from affectexp.errors import UserInputError
+from affectexp.models.layers import head_outputs, head_predictions
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +40,16 @@ _REQUIREMENTS = ("mlflow", "keras", "tensorflow", "numpy")
 URI_FORMS = "runs:/<run id>/model, models:/<name>@<alias>, models:/<name>/<version>, or a .keras file"
 
 
+# The columns of the "affect" output.
+AFFECT_COLUMNS = ("valence", "arousal")
+
+
 @dataclass(frozen=True)
 class FaceModel:
-    """A Keras model taking uint8 faces and giving class probabilities, with what it needs
-    to be used: class_names (its output columns, None when a bare .keras file does not say)
-    and face_spec (how its faces are cut from a photo, None likewise)."""
+    """A Keras model taking uint8 faces and giving class probabilities and/or valence and
+    arousal (its `outputs`), with what it needs to be used: class_names (the probabilities'
+    columns, None when a bare .keras file does not say) and face_spec (how its faces are cut
+    from a photo, None likewise)."""
 
     keras_model: keras.Model
     class_names: list[str] | None
@@ -55,17 +63,38 @@ class FaceModel:
     def name(self) -> str:
         return self.keras_model.name
 
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """"expression" (class probabilities) and/or "affect" (valence, arousal)."""
+        return head_outputs(self.keras_model)
+
+    def predict_outputs(self, faces: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
+        """{output: float32 array} of uint8 faces (n, H, W, C): "expression" (n, K) class
+        probabilities, "affect" (n, 2) valence and arousal (AFFECT_COLUMNS)."""
+        if len(faces) == 0:
+            output = self.keras_model.output
+            tensors = output if isinstance(output, dict) else {self.outputs[0]: output}
+            return {name: np.zeros((0, tensor.shape[-1]), np.float32) for name, tensor in tensors.items()}
+        return head_predictions(self.keras_model, self.keras_model.predict(faces, batch_size=batch_size, verbose=0))
+
     def predict(self, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Class probabilities (n, K) float32 of uint8 faces (n, H, W, C)."""
-        if len(faces) == 0:
-            return np.zeros((0, self.keras_model.output_shape[-1]), np.float32)
-        return np.asarray(self.keras_model.predict(faces, batch_size=batch_size, verbose=0), dtype=np.float32)
+        if "expression" not in self.outputs:
+            raise UserInputError(f"the model {self.name} predicts valence and arousal, no class probabilities")
+        return self.predict_outputs(faces, batch_size)["expression"]
 
 
-def signature(face_shape: tuple[int, int, int], num_classes: int) -> ModelSignature:
-    """uint8 faces (-1, H, W, C) named "faces" in, float32 probabilities (-1, K) out."""
-    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, *face_shape), "faces")]),
-                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes), "probabilities")]))
+def signature(face_shape: tuple[int, int, int], num_classes: int,
+              outputs: tuple[str, ...] = ("expression",)) -> ModelSignature:
+    """uint8 faces (-1, H, W, C) named "faces" in; out, float32 probabilities (-1, K) for an
+    expression-only model, else each output by its name: "expression" (-1, K), "affect" (-1, 2)."""
+    inputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, *face_shape), "faces")])
+    if tuple(outputs) == ("expression",):
+        return ModelSignature(inputs=inputs,
+                              outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes), "probabilities")]))
+    widths = {"expression": num_classes, "affect": len(AFFECT_COLUMNS)}
+    return ModelSignature(inputs=inputs, outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, widths[name]), name)
+                                                         for name in outputs]))
 
 
 def pip_requirements() -> list[str]:
@@ -89,11 +118,15 @@ def log_face_model(model: FaceModel, registered_name: str | None = None) -> str:
     if model.class_names is None or model.face_spec is None:
         raise ValueError("a logged model needs its class names and face spec")
     keras_model = model.keras_model
-    uncompiled = keras.Model(keras_model.inputs, keras_model.outputs, name=keras_model.name)
+    # .output, not .outputs: a model of several outputs keeps giving them by name (a dict).
+    uncompiled = keras.Model(keras_model.inputs, keras_model.output, name=keras_model.name)
+    metadata = {"class_names": list(model.class_names), "face_spec": asdict(model.face_spec),
+                "outputs": list(model.outputs)}
+    if "affect" in model.outputs:
+        metadata["affect_columns"] = list(AFFECT_COLUMNS)
     info = mlflow.keras.log_model(
-        uncompiled, name=MODEL_NAME, signature=signature(model.face_shape, len(model.class_names)),
-        metadata={"class_names": list(model.class_names), "face_spec": asdict(model.face_spec)},
-        pip_requirements=pip_requirements(), registered_model_name=registered_name)
+        uncompiled, name=MODEL_NAME, signature=signature(model.face_shape, len(model.class_names), model.outputs),
+        metadata=metadata, pip_requirements=pip_requirements(), registered_model_name=registered_name)
     return info.model_uri
 
 

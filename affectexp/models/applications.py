@@ -8,12 +8,12 @@ project's classifier head.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import keras
 from keras import layers, regularizers
 
-from affectexp.models.layers import classifier_head, normalized_input
+from affectexp.models.layers import normalized_input, output_heads
 
 # Layers whose `kernel` gets the L2 penalty (depthwise kernels are left unpenalised, as in
 # the MobileNet and EfficientNet papers).
@@ -52,6 +52,7 @@ def build_application_model(
     name: str,
     input_shape: tuple[int, int, int],
     num_classes: int,
+    outputs: Sequence[str],
     *,
     weights: str | None,
     dropout: float,
@@ -75,4 +76,4 @@ def build_application_model(
     backbone = backbone_fn(input_shape=tuple(stem.shape[1:]), include_top=False, weights=weights,
                            pooling="avg", **backbone_kwargs)
     tune_backbone(backbone, l2, batch_norm_momentum)
-    return keras.Model(inputs, classifier_head(backbone(stem), num_classes, dropout), name=name)
+    return keras.Model(inputs, output_heads(backbone(stem), num_classes, dropout, outputs), name=name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import keras
 
 from affectexp.models.applications import build_application_model
@@ -12,6 +14,7 @@ _VARIANTS = {f"b{i}": getattr(keras.applications, f"EfficientNetB{i}") for i in 
 def build_efficientnet(
     input_shape: tuple[int, int, int],
     num_classes: int,
+    outputs: Sequence[str],
     variant: str = "b0",
     weights: str | None = None,
     dropout: float = 0.2,
@@ -27,5 +30,5 @@ def build_efficientnet(
     """
     if variant not in _VARIANTS:
         raise ValueError(f"model.variant: unknown EfficientNet variant {variant!r}; choose from {list(_VARIANTS)}")
-    return build_application_model(_VARIANTS[variant], "efficientnet", input_shape, num_classes, weights=weights,
+    return build_application_model(_VARIANTS[variant], "efficientnet", input_shape, num_classes, outputs, weights=weights,
                                    dropout=dropout, l2=l2, batch_norm_momentum=batch_norm_momentum)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import keras
 
 from affectexp.models.applications import build_application_model
@@ -12,6 +14,7 @@ _VARIANTS = {"small": keras.applications.MobileNetV3Small, "large": keras.applic
 def build_mobilenet_v3(
     input_shape: tuple[int, int, int],
     num_classes: int,
+    outputs: Sequence[str],
     variant: str = "small",
     alpha: float = 1.0,
     minimalistic: bool = False,
@@ -31,6 +34,6 @@ def build_mobilenet_v3(
     if variant not in _VARIANTS:
         raise ValueError(f"model.variant: unknown MobileNetV3 variant {variant!r}; choose from {list(_VARIANTS)}")
     # include_preprocessing=False: normalisation is the project's, inside the model.
-    return build_application_model(_VARIANTS[variant], "mobilenet_v3", input_shape, num_classes, weights=weights,
+    return build_application_model(_VARIANTS[variant], "mobilenet_v3", input_shape, num_classes, outputs, weights=weights,
                                    dropout=dropout, l2=l2, batch_norm_momentum=batch_norm_momentum, alpha=alpha,
                                    minimalistic=minimalistic, include_preprocessing=False)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import keras
 from keras import layers, regularizers
 
-from affectexp.models.layers import classifier_head, normalized_input
+from affectexp.models.layers import normalized_input, output_heads
 
 
 def _conv_bn(x, filters: int, stride: int, regularizer, momentum: float, relu: bool = True):
@@ -29,6 +29,7 @@ def _residual_block(x, filters: int, stride: int, regularizer, momentum: float):
 def build_resnet(
     input_shape: tuple[int, int, int],
     num_classes: int,
+    outputs: Sequence[str],
     widths: Sequence[int] = (16, 32, 64, 128),
     blocks_per_stage: int = 2,
     dropout: float = 0.3,
@@ -52,4 +53,4 @@ def build_resnet(
             stride = 2 if stage > 0 and block == 0 else 1
             x = _residual_block(x, width, stride, regularizer, batch_norm_momentum)
     x = layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, classifier_head(x, num_classes, dropout), name="resnet")
+    return keras.Model(inputs, output_heads(x, num_classes, dropout, outputs), name="resnet")

@@ -7,12 +7,13 @@ from collections.abc import Sequence
 import keras
 from keras import layers, regularizers
 
-from affectexp.models.layers import classifier_head, normalized_input
+from affectexp.models.layers import normalized_input, output_heads
 
 
 def build_simple_cnn(
     input_shape: tuple[int, int, int],
     num_classes: int,
+    outputs: Sequence[str],
     widths: Sequence[int] = (32, 64, 128),
     convs_per_block: int = 1,
     dense_units: int = 256,
@@ -51,5 +52,4 @@ def build_simple_cnn(
     x = layers.Dense(dense_units, use_bias=False, kernel_regularizer=regularizer)(x)
     x = layers.BatchNormalization(momentum=batch_norm_momentum)(x)
     x = layers.Activation("relu")(x)
-    outputs = classifier_head(x, num_classes, dropout)
-    return keras.Model(inputs, outputs, name="simple_cnn")
+    return keras.Model(inputs, output_heads(x, num_classes, dropout, outputs), name="simple_cnn")

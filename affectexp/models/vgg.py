@@ -7,12 +7,13 @@ from collections.abc import Sequence
 import keras
 from keras import layers, regularizers
 
-from affectexp.models.layers import classifier_head, normalized_input
+from affectexp.models.layers import normalized_input, output_heads
 
 
 def build_vgg(
     input_shape: tuple[int, int, int],
     num_classes: int,
+    outputs: Sequence[str],
     widths: Sequence[int] = (32, 64, 128, 256),
     convs_per_block: int = 2,
     dense_units: int = 256,
@@ -34,4 +35,4 @@ def build_vgg(
         x = layers.MaxPooling2D()(x)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dense(dense_units, activation="relu", kernel_regularizer=regularizer)(x)
-    return keras.Model(inputs, classifier_head(x, num_classes, dropout), name="vgg")
+    return keras.Model(inputs, output_heads(x, num_classes, dropout, outputs), name="vgg")

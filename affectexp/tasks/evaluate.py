@@ -8,30 +8,31 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from affectexp import tracking
 from affectexp.config import EvaluateConfig, check_values
+from affectexp.data.affectnet_layout import NOT_ANNOTATED
 from affectexp.data.cache import FaceCache
 from affectexp.data.faces import FaceSpec
 from affectexp.errors import UserInputError
 from affectexp.training.caches import open_cache
 from affectexp.inference.model import load_face_model
-from affectexp.training.evaluation import check_face_shape, evaluate_and_log, model_classes
+from affectexp.models.layers import head_outputs
+from affectexp.training.evaluation import check_face_shape, describe, evaluate_and_log, model_classes
 
 log = logging.getLogger(__name__)
 
 
-# What evaluation.json (report_dir) holds of the metrics: the scalars a pipeline's condition reads.
-REPORT_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
-
-
 def evaluate(cfg: DictConfig, parent: tracking.Parent | None = None) -> float:
     """evaluate.py: cfg.model_uri on cfg.split of cfg.cache.path, in a new MLflow run (a child of
-    `parent` when given: a pipeline's step); returns the accuracy."""
+    `parent` when given: a pipeline's step); returns the accuracy (the valence CCC for a model
+    without class probabilities)."""
     check_values(cfg)
     settings: EvaluateConfig = OmegaConf.to_object(cfg)
     with open_cache(settings) as cache:
@@ -45,30 +46,36 @@ def evaluate_on_cache(settings: EvaluateConfig, cache: FaceCache, parent: tracki
     experiment_id = tracking.configure_logger(settings.logger)
     model = load_face_model(settings.model_uri)
     check_face_shape(model.keras_model, cache.face_shape, cache_path)
-    names = model_classes(model.keras_model, model.class_names, cache.class_names)
+    outputs = head_outputs(model.keras_model)
+    if "expression" not in outputs and not np.any(cache.affect(split) != NOT_ANNOTATED):
+        raise UserInputError(f"{cache_path}: no {split} face has valence or arousal annotated, and the model "
+                             "predicts nothing else; evaluate it on a cache of a data set that annotates them (AffectNet)")
+    names = model_classes(model.keras_model, model.class_names, cache.class_names) if "expression" in outputs else []
     warn_if_cut_otherwise(model.face_spec, cache.face_spec, cache_path)
     run_name = settings.logger.run_name or f"evaluate {model.name} on {Path(cache_path).stem}"
     tags = {"affectexp.task": "evaluate", **tracking.job_tags(settings.logger.job_name)}
     with tracking.tracked_run(experiment_id, run_name, None, parent, tags=tags) as run:
         tracking.log_params({"model_uri": settings.model_uri, "cache.path": str(cache_path), "split": split,
-                             "model.classes": json.dumps(names), "cache.classes": json.dumps(cache.class_names),
+                             "model.outputs": json.dumps(list(outputs)), "model.classes": json.dumps(names),
+                             "cache.classes": json.dumps(cache.class_names),
                              "restrict_to_cache_classes": str(settings.restrict_to_cache_classes)})
         metrics = evaluate_and_log(model.keras_model, model.class_names, cache, split, settings.batch_size,
                                    settings.restrict_to_cache_classes)
-        log.info("%s accuracy %.4f, balanced accuracy %.4f, macro-F1 %.4f over %s (MLflow run %s)", split,
-                 metrics["accuracy"], metrics["balanced_accuracy"], metrics["macro_f1"], metrics["class_names"],
-                 run.info.run_id)
+        over = f" over {metrics['class_names']}" if "class_names" in metrics else ""
+        log.info("%s %s%s (MLflow run %s)", split, describe(metrics), over, run.info.run_id)
         if settings.report_dir:
             write_report(settings, metrics, run.info.run_id)
-    return metrics["accuracy"]
+    return metrics["accuracy"] if "accuracy" in metrics else metrics.get("ccc_valence", math.nan)
 
 
 def write_report(settings: EvaluateConfig, metrics: dict, run_id: str) -> None:
     """report_dir: the run's files and metrics (tracking.copy_run_report) and evaluation.json,
-    {"split", "model_uri", "run_id", "evaluated_faces", "accuracy", "balanced_accuracy", "macro_f1"}."""
+    {"split", "model_uri", "run_id"} and every scalar of the evaluation ("evaluated_faces",
+    "accuracy", "macro_f1", ... "ccc_valence" for a model that predicts it): what a pipeline's
+    condition step reads."""
     tracking.copy_run_report(run_id, settings.report_dir)
-    report = {"split": str(settings.split), "model_uri": settings.model_uri, "run_id": run_id,
-              "evaluated_faces": metrics["evaluated_faces"], **{name: metrics[name] for name in REPORT_METRICS}}
+    scalars = {name: value for name, value in metrics.items() if isinstance(value, (int, float))}
+    report = {"split": str(settings.split), "model_uri": settings.model_uri, "run_id": run_id, **scalars}
     (Path(settings.report_dir) / "evaluation.json").write_text(json.dumps(report, indent=2))
 
 

@@ -203,7 +203,7 @@ def check_search(cfg: DictConfig) -> list[Dimension]:
     if cfg.tuner.type not in TUNERS:
         raise SearchError(f"tuner.type: unknown tuner {cfg.tuner.type!r}; choose from {list(TUNERS)}")
     try:
-        check_objective(cfg.tuner.objective)
+        check_objective(cfg.tuner.objective, list(cfg.head.outputs))
     except UserInputError as error:
         raise SearchError(str(error).replace("trainer.objective", "tuner.objective", 1)) from None
     return parse_space(cfg.tuner.space, cfg)

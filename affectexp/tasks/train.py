@@ -18,11 +18,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from affectexp import locks, tracking
-from affectexp.config import LoggerConfig, TrainConfig, TrainerConfig, check_values
+from affectexp.config import HeadConfig, LoggerConfig, TrainConfig, TrainerConfig, check_values
 from affectexp.data.cache import FaceCache
 from affectexp.errors import ConfigError
 from affectexp.inference.model import FaceModel, copy_model_files, log_face_model, logged_model_uri, register_run_model
 from affectexp.models import BUILDER_ARGUMENTS
+from affectexp.models.layers import HEAD_OUTPUTS
 from affectexp.processes import stop_point
 from affectexp.targets import check_target_config
 from affectexp.tasks.names import model_name, run_name
@@ -31,11 +32,11 @@ from affectexp.training import runtime
 from affectexp.training.augment import FaceAugmenter, augmented_variants, check_transform, default_augment_workers
 from affectexp.training.caches import open_checked_cache
 from affectexp.training.commit import EpochCommit, TrainingState, restore
-from affectexp.training.evaluation import evaluate_and_log
+from affectexp.training.evaluation import describe, evaluate_and_log
 from affectexp.training.inputs import CacheBatches, FollowEpochs, class_weights
 from affectexp.training.objectives import OBJECTIVE_METRICS, OBJECTIVE_SPLITS, check_objective, objective_metric, \
     objective_value
-from affectexp.training.losses import classification_loss
+from affectexp.training.losses import affect_loss, classification_loss
 from affectexp.training.optimizers import build_optimizer, check_optimizer_config
 from affectexp.training.plots import plot_augmented_grid, plot_history
 
@@ -92,9 +93,27 @@ def check_config(settings: TrainConfig) -> None:
     out: read_config.)"""
     check_target_config("model", settings.model, BUILDER_ARGUMENTS)
     check_optimizer_config(settings.optimizer, settings.trainer.epochs)
-    check_objective(settings.trainer.objective)
+    check_head(settings.head)
+    check_objective(settings.trainer.objective, settings.head.outputs)
+    check_monitor(settings.trainer.monitor, settings.head)
     check_transform(settings.augmentation.transform)
     augment_workers(settings.trainer)
+
+
+def check_head(head: HeadConfig) -> None:
+    """head.outputs must name each of HEAD_OUTPUTS at most once, and at least one."""
+    outputs = list(head.outputs)
+    if not outputs or len(set(outputs)) < len(outputs) or not set(outputs) <= set(HEAD_OUTPUTS):
+        raise ConfigError(f"head.outputs: {outputs}; name one or more of {list(HEAD_OUTPUTS)}, each once "
+                          "(or choose head=expression|affect|multitask)")
+
+
+def check_monitor(monitor: str, head: HeadConfig) -> None:
+    """trainer.monitor must be a per-epoch metric the head reports: a head without the
+    expression output has losses only."""
+    if "expression" not in head.outputs and "accuracy" in monitor:
+        raise ConfigError(f"trainer.monitor: {monitor!r} is not reported by head={head.name}, which predicts "
+                          "no expression; use trainer.monitor=val_loss")
 
 
 def run(cfg: DictConfig, overrides: list[str]) -> float:
@@ -165,10 +184,8 @@ def train_on_cache(settings: TrainConfig, resolved: dict, cache: FaceCache, pare
             tracking.log_metrics_once({tracking.TRAIN_SECONDS: state.train_seconds})
             log_run_artifacts(resolved, logger, FaceModel(model, cache.class_names, cache.face_spec),
                               state.history_dict(), register=parent is None)
-            test = metrics.get("test", {})
-            log.info("Test accuracy %.4f, balanced accuracy %.4f, macro-F1 %.4f (MLflow run %s)",
-                     test.get("accuracy", float("nan")), test.get("balanced_accuracy", float("nan")),
-                     test.get("macro_f1", float("nan")), run.info.run_id)
+            if "test" in metrics:
+                log.info("Test %s (MLflow run %s)", describe(metrics["test"]), run.info.run_id)
         write_outputs(settings, run.info.run_id)
     log.info("Open the MLflow UI with: %s", tracking.ui_command(mlflow.get_tracking_uri()))
     return metrics
@@ -200,16 +217,30 @@ def augment_workers(trainer: TrainerConfig) -> int:
     return trainer.augment_workers
 
 
-def make_batches(cache: FaceCache, trainer: TrainerConfig, augmentation: dict | None) -> tuple[CacheBatches, CacheBatches]:
-    """(train batches, shuffled, balanced and `augmentation`-ed; validation batches) streamed from `cache`."""
+def make_batches(cache: FaceCache, trainer: TrainerConfig, augmentation: dict | None,
+                 outputs: tuple[str, ...]) -> tuple[CacheBatches, CacheBatches]:
+    """(train batches, shuffled, balanced and `augmentation`-ed; validation batches) streamed from
+    `cache`, with the targets of the model's `outputs`."""
     budget = trainer.ram_budget_mb << 20
+    weights = loss_class_weights(str(trainer.balance), cache.labels("train"), len(cache.class_names))
     train_batches = CacheBatches(cache, "train", trainer.batch_size, shuffle=True, seed=trainer.seed,
                                  augmentation=augmentation, ram_budget_bytes=budget,
                                  steps=trainer.steps_per_epoch, workers=2, balance=str(trainer.balance),
-                                 augment_workers=augment_workers(trainer))
+                                 augment_workers=augment_workers(trainer), outputs=outputs, sample_weights=weights)
     val_batches = CacheBatches(cache, "val", trainer.batch_size, shuffle=False, seed=trainer.seed,
-                               ram_budget_bytes=budget)
+                               ram_budget_bytes=budget, outputs=outputs)
     return train_batches, val_batches
+
+
+class PlainMetricNames(keras.callbacks.Callback):
+    """A model of several outputs has Keras name its expression accuracy "expression_accuracy";
+    renamed to "accuracy" (and val_...) before the other callbacks read the epoch's logs, so
+    trainer.monitor, the MLflow names (train/accuracy, val/accuracy) and the committed history
+    mean the same whatever the head."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        for name in [name for name in (logs or {}) if "expression_accuracy" in name]:
+            logs[name.replace("expression_accuracy", "accuracy")] = logs.pop(name)
 
 
 def build_model(settings: TrainConfig, face_shape, num_classes: int, steps_per_epoch: int) -> keras.Model:
@@ -221,19 +252,27 @@ def build_model(settings: TrainConfig, face_shape, num_classes: int, steps_per_e
     classes, trainer = settings.classes, settings.trainer
     if len(classes.names) != num_classes:
         raise ConfigError(f"classes={classes.name} names {len(classes.names)} classes, not {num_classes}")
+    head = settings.head
     with runtime.dtype_policy(str(trainer.precision)):
-        model = instantiate(settings.model, input_shape=tuple(face_shape), num_classes=num_classes, _convert_="all")
-    model.compile(
-        optimizer=build_optimizer(settings.optimizer, steps_per_epoch, trainer.epochs),
-        loss=classification_loss(num_classes, trainer.label_smoothing),
-        metrics=["accuracy"],
-    )
+        model = instantiate(settings.model, input_shape=tuple(face_shape), num_classes=num_classes,
+                            outputs=tuple(head.outputs), _convert_="all")
+    losses = {"expression": classification_loss(num_classes, trainer.label_smoothing), "affect": affect_loss()}
+    weights = {"expression": head.expression_weight, "affect": head.affect_weight}
+    if len(head.outputs) == 1:
+        output = head.outputs[0]
+        loss, loss_weights, metrics = losses[output], None, ["accuracy"] if output == "expression" else None
+    else:
+        loss = {name: losses[name] for name in head.outputs}
+        loss_weights = {name: weights[name] for name in head.outputs}
+        metrics = {"expression": ["accuracy"]}
+    model.compile(optimizer=build_optimizer(settings.optimizer, steps_per_epoch, trainer.epochs), loss=loss,
+                  loss_weights=loss_weights, metrics=metrics)
     return model
 
 
 def loss_class_weights(balance: str, labels: np.ndarray, num_classes: int) -> dict[int, float] | None:
-    """Keras' class_weight for trainer.balance: per-class weights for "class_weight", else None
-    (oversample and truncate balance the batches themselves)."""
+    """Per-class loss weights for trainer.balance "class_weight" (given to the batches as per-row
+    weights), else None (oversample and truncate balance the batches themselves)."""
     return class_weights(labels, num_classes) if balance == "class_weight" else None
 
 
@@ -242,7 +281,8 @@ def fit(settings: TrainConfig, cache: FaceCache, work_dir: Path, state: Training
     (nothing is trained once state.finished); returns the model holding the best epoch's
     weights by trainer.monitor, also saved as work_dir/best.keras."""
     trainer, class_names = settings.trainer, cache.class_names
-    train_batches, val_batches = make_batches(cache, trainer, settings.augmentation.transform)
+    train_batches, val_batches = make_batches(cache, trainer, settings.augmentation.transform,
+                                              tuple(settings.head.outputs))
     with runtime.make_strategy(str(trainer.strategy)).scope():
         model = build_model(settings, cache.face_shape, len(class_names), len(train_batches))
         if state.epochs_done:
@@ -254,12 +294,11 @@ def fit(settings: TrainConfig, cache: FaceCache, work_dir: Path, state: Training
     has_val = val_batches.size > 0
     monitor = trainer.monitor if has_val else trainer.monitor.removeprefix("val_")
     commit = EpochCommit(state, work_dir, monitor, trainer.early_stopping_patience, trainer.epochs)
-    weights = loss_class_weights(str(trainer.balance), train_batches.labels, len(class_names))
     try:
         if not state.finished:
-            callbacks = [FollowEpochs(train_batches), StopOnNaN(), commit]
+            callbacks = [FollowEpochs(train_batches), StopOnNaN(), PlainMetricNames(), commit]
             model.fit(train_batches, validation_data=val_batches if has_val else None, epochs=trainer.epochs,
-                      initial_epoch=state.epochs_done, class_weight=weights, callbacks=callbacks, verbose=2,
+                      initial_epoch=state.epochs_done, callbacks=callbacks, verbose=2,
                       shuffle=False)  # CacheBatches orders each epoch itself, by seed and epoch number
     finally:
         train_batches.close()

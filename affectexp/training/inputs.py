@@ -20,7 +20,13 @@ SHUFFLE_WINDOW_CHUNKS = 4
 
 
 class CacheBatches(keras.utils.PyDataset):
-    """(faces uint8 (b, H, W, C), labels int64 (b,)) batches of one split of a cache.
+    """(faces uint8 (b, H, W, C), targets) batches of one split of a cache.
+
+    The targets are those of the model's `outputs` (conf/head/): labels int64 (b,) for
+    "expression", (valence, arousal) float32 (b, 2) for "affect" (-2 where not annotated:
+    the loss masks them), a dict {output: targets} for several. `sample_weights` (per class,
+    trainer.balance=class_weight) weights the expression loss through per-row weights, which
+    Keras, unlike class_weight, takes for models of several outputs too.
 
     When the split fits in `ram_budget_bytes` it is read once into memory and shuffled row
     by row. Otherwise it is streamed: random row reads from HDF5 are ~100x slower than
@@ -37,7 +43,8 @@ class CacheBatches(keras.utils.PyDataset):
 
     def __init__(self, cache: FaceCache, split: str, batch_size: int, *, shuffle: bool, seed: int,
                  augmentation: dict | None = None, ram_budget_bytes: int = 2 << 30,
-                 steps: int | None = None, workers: int = 1, balance: str = "none", augment_workers: int = 0):
+                 steps: int | None = None, workers: int = 1, balance: str = "none", augment_workers: int = 0,
+                 outputs: tuple[str, ...] = ("expression",), sample_weights: dict[int, float] | None = None):
         # A reader thread per augmenting process, each waiting on its batch (measured: more
         # threads than processes only added contention in the training process).
         super().__init__(workers=max(workers, augment_workers), use_multiprocessing=False, max_queue_size=8)
@@ -50,6 +57,10 @@ class CacheBatches(keras.utils.PyDataset):
         self.balance = balance
         self.size = self.cache.split_size(split)
         self.labels = self.cache.labels(split)
+        self.outputs = tuple(outputs)
+        self.affect = self.cache.affect(split) if "affect" in self.outputs else None
+        self.row_weights = None if sample_weights is None else \
+            np.array([sample_weights[c] for c in range(len(sample_weights))], np.float32)[self.labels]
         self.chunk_rows = self.cache.chunk_rows
         self.augment = make_augmenter(augmentation, seed, augment_workers)
         split_bytes = self.size * int(np.prod(self.cache.face_shape))
@@ -112,7 +123,16 @@ class CacheBatches(keras.utils.PyDataset):
         faces = self.gather(positions)
         if self.augment is not None:
             faces = self.augment(faces, self.epoch, index)
-        return faces, self.labels[positions]
+        targets = {"expression": self.labels[positions]}
+        if self.affect is not None:
+            targets["affect"] = self.affect[positions]
+        targets = targets[self.outputs[0]] if len(self.outputs) == 1 else {k: targets[k] for k in self.outputs}
+        if self.row_weights is None:
+            return faces, targets
+        weights = self.row_weights[positions]
+        if len(self.outputs) == 1:
+            return faces, targets, weights
+        return faces, targets, {k: weights if k == "expression" else np.ones_like(weights) for k in self.outputs}
 
     def close(self) -> None:
         """End the augmenting processes (the cache is left open: see the class)."""

@@ -41,3 +41,49 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: 
         "confusion_matrix": matrix.tolist(),
         "class_names": list(class_names),
     }
+
+
+# AffectNet's paper reports valence and arousal by these four (Mollahosseini et al. 2017, table 9).
+AFFECT_METRICS = ("rmse", "pearson", "sagr", "ccc")
+AFFECT_DIMENSIONS = ("valence", "arousal")
+
+
+def rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Root mean squared error."""
+    return float(np.sqrt(np.mean((y_pred - y_true) ** 2)))
+
+
+def pearson(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Pearson's correlation; 0 when either side is constant (no linear relation to measure)."""
+    t, p = y_true - y_true.mean(), y_pred - y_pred.mean()
+    denominator = np.sqrt((t ** 2).sum() * (p ** 2).sum())
+    return float((t * p).sum() / denominator) if denominator > 0 else 0.0
+
+
+def sagr(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Sign agreement: the share of values whose prediction has the true value's sign."""
+    return float(np.mean(np.sign(y_true) == np.sign(y_pred)))
+
+
+def ccc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Lin's concordance correlation: 2 cov / (var_t + var_p + (mean_t - mean_p)^2), population
+    moments; 1 only for predictions equal to the truth, 0 for a constant prediction."""
+    covariance = np.mean((y_true - y_true.mean()) * (y_pred - y_pred.mean()))
+    denominator = y_true.var() + y_pred.var() + (y_true.mean() - y_pred.mean()) ** 2
+    return float(2 * covariance / denominator) if denominator > 0 else 0.0
+
+
+def affect_metrics(y_true: np.ndarray, y_pred: np.ndarray, not_annotated: float) -> dict:
+    """rmse_valence, pearson_valence, sagr_valence, ccc_valence and the same for arousal, of
+    (n, 2) float (valence, arousal) targets and predictions, each over the rows annotated in
+    that dimension (those not `not_annotated`); "annotated_valence"/"annotated_arousal" count them.
+    A dimension without annotated rows is left out."""
+    functions = {"rmse": rmse, "pearson": pearson, "sagr": sagr, "ccc": ccc}
+    metrics: dict = {}
+    for column, dimension in enumerate(AFFECT_DIMENSIONS):
+        annotated = y_true[:, column] != not_annotated
+        metrics[f"annotated_{dimension}"] = int(annotated.sum())
+        if annotated.any():
+            t, p = y_true[annotated, column].astype(np.float64), y_pred[annotated, column].astype(np.float64)
+            metrics.update({f"{name}_{dimension}": functions[name](t, p) for name in AFFECT_METRICS})
+    return metrics

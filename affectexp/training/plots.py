@@ -1,4 +1,5 @@
-"""Figures logged with a run: confusion matrix, training curves, augmented samples."""
+"""Figures logged with a run: confusion matrix, valence and arousal scatter, training curves,
+augmented samples."""
 
 from __future__ import annotations
 
@@ -34,9 +35,11 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
 
 
 def plot_history(history: dict[str, list[float]], path: Path) -> Path:
-    """Loss and accuracy per epoch, train vs validation, saved as PNG."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("loss", "accuracy")):
+    """Loss and accuracy (when the model reports it: not for valence and arousal alone) per epoch,
+    train vs validation, saved as PNG."""
+    metrics = ("loss", "accuracy") if "accuracy" in history else ("loss",)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
         for prefix in ("", "val_"):
             values = history.get(prefix + metric)
             if values:
@@ -65,6 +68,32 @@ def plot_augmented_grid(faces: np.ndarray, variants: np.ndarray, title: str, pat
             ax.set_yticks([])
     axes[0, 0].set_title("stored", fontsize=8)
     fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_affect_scatter(y_true: np.ndarray, y_pred: np.ndarray, not_annotated: float, metrics: dict,
+                        path: Path) -> Path:
+    """Predicted against true valence and arousal, one panel each, over the values annotated in
+    that dimension (those not `not_annotated`), with the identity line and the panel's CCC and RMSE
+    (metrics: affect_metrics' keys); saved as PNG. y_true, y_pred: (n, 2) float (valence, arousal)."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.4))
+    for column, (ax, dimension) in enumerate(zip(axes, ("valence", "arousal"))):
+        annotated = y_true[:, column] != not_annotated
+        ax.scatter(y_true[annotated, column], y_pred[annotated, column], s=6, alpha=0.4, linewidths=0)
+        ax.plot([-1, 1], [-1, 1], color="grey", linewidth=1, linestyle="--")
+        ax.set_xlim(-1.05, 1.05)
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_aspect("equal")
+        ax.set_xlabel(f"true {dimension}")
+        ax.set_ylabel(f"predicted {dimension}")
+        if f"ccc_{dimension}" in metrics:
+            ax.set_title(f"{dimension}: CCC {metrics[f'ccc_{dimension}']:.3f}, RMSE {metrics[f'rmse_{dimension}']:.3f} "
+                         f"(n={int(annotated.sum())})", fontsize=9)
+        else:
+            ax.set_title(f"{dimension}: not annotated", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
