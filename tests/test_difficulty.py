@@ -181,7 +181,8 @@ def test_a_set_of_another_difficulty_is_refused_and_kept(tmp_path):
     with pytest.raises(OtherDifficulty) as raised:
         ensure_synthetic(root, 1, 1, seed=0, num_workers=1, difficulty=PRESETS["hard"])
     message = str(raised.value)
-    assert "\n" not in message and message.startswith(f"dataset.root: {root} holds a synthetic set made at")
+    assert "\n" not in message
+    assert message.startswith(f"dataset.root: {root} holds a synthetic set made at another difficulty (easy); ")
     assert all_files(root) == before
 
     # From the entry point: one line, exit status 1, nothing replaced.
@@ -197,6 +198,6 @@ def test_a_set_of_another_difficulty_is_refused_and_kept(tmp_path):
     hard_root = tmp_path / "hard"
     ensure_synthetic(hard_root, 1, 1, seed=0, num_workers=1, difficulty=PRESETS["hard"])
     hard_before = all_files(hard_root)
-    with pytest.raises(OtherDifficulty, match="dataset.root: .* another difficulty"):
+    with pytest.raises(OtherDifficulty, match=r"dataset.root: .* another difficulty \(hard\); "):
         ensure_synthetic(hard_root, 1, 1, seed=0, num_workers=1)
     assert all_files(hard_root) == hard_before

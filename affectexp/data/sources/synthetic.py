@@ -37,9 +37,13 @@ class SyntheticSource:
         self.seed = seed
         self.num_workers = num_workers
         self.difficulty = resolve_difficulty(difficulty, dict(realism or {}))
+        easy = self.difficulty == PRESETS["easy"]
         # Generated in the canonical layout: nothing to find. The knobs a preset resolved to are
         # recorded (cache attributes and fingerprint), so a changed preset is a different cache.
-        self.resolved: dict = {} if self.difficulty == PRESETS["easy"] else {"realism": self.difficulty.as_dict()}
+        self.resolved: dict = {} if easy else {"realism": self.difficulty.as_dict()}
+        # The easy set is the set generated before these keys existed: left out of the record,
+        # caches built then keep their fingerprint instead of being refused as stale.
+        self.unrecorded: tuple[str, ...] = ("difficulty", "realism") if easy else ()
 
     def prepare(self) -> None:
         """Generate the set unless `root` already holds it with these parameters."""

@@ -322,7 +322,8 @@ def ensure_synthetic(root: Path, train_per_class: int, test_per_class: int, seed
     wanted = _params(train_per_class, test_per_class, seed, DEFAULT_NON_EXPRESSION_FRACTION, difficulty)
     found = _read_marker(root / COMPLETE_MARKER) or _read_marker(root / IN_PROGRESS_MARKER)
     if found is not None and found.get("difficulty") != wanted.get("difficulty"):
-        made = found.get("difficulty") or "easy"
+        knobs = found.get("difficulty")
+        made = "easy" if knobs is None else next((n for n, d in PRESETS.items() if d.as_dict() == knobs), f"knobs {knobs}")
         raise OtherDifficulty(
             f"dataset.root: {root} holds a synthetic set made at another difficulty ({made}); give this "
             f"difficulty its own folder (dataset=synthetic_hard does, or set dataset.root and dataset.name), "
