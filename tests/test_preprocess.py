@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import shutil
@@ -16,12 +17,14 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from hydra.utils import instantiate
+from omegaconf import open_dict
 
 from affectexp.data import affectnet_layout as layout
 from affectexp.data.cache import SCHEMA_VERSION, CacheError, FaceCache
 from affectexp.data.faces import FaceSpec, crop_box, load_face, reduction_factor
-from affectexp.tasks.preprocess import report_path_of, run_preprocess
-from affectexp.data.sources.rows import SourceError
+from affectexp.tasks.preprocess import content_config, content_fingerprint, report_path_of, run_preprocess
+from affectexp.data.sources.rows import SourceError, recorded_content
 from conftest import TEST_PER_CLASS, TRAIN_PER_CLASS, compose_config, wait_until_ended, worker_pids
 
 HEADER = ",".join(layout.CSV_COLUMNS)
@@ -70,6 +73,46 @@ def test_rerun_reuses_and_changed_inputs_refuse(built_cache):
     changed.faces.margin = 0.1
     with pytest.raises(CacheError, match="overwrite=true"):
         run_preprocess(changed)
+
+
+def without_difficulty(cfg):
+    """The config as it was before dataset.difficulty and dataset.realism existed."""
+    before = copy.deepcopy(cfg)
+    with open_dict(before.dataset):
+        del before.dataset["difficulty"], before.dataset["realism"]
+    return before
+
+
+def test_easy_cache_built_before_dataset_difficulty_is_still_up_to_date(built_cache):
+    _, cfg = built_cache
+    assert cfg.dataset.difficulty == "easy"
+    # The same cache, reached from a config without the keys: the fingerprint did not move.
+    assert run_preprocess(without_difficulty(cfg)).reused
+    with FaceCache(cfg.cache.path) as cache:
+        recorded = cache.attr("config")["dataset"]
+    assert "difficulty" not in recorded and "realism" not in recorded
+
+
+def test_only_a_difficulty_other_than_easy_changes_the_fingerprint(built_cache):
+    _, cfg = built_cache
+    rows = instantiate(cfg.dataset).read().rows  # the same rows for every config: only the config differs
+
+    def fingerprint(config) -> str:
+        return content_fingerprint(recorded_content(content_config(config), instantiate(config.dataset)), rows)
+
+    easy = fingerprint(cfg)
+    assert fingerprint(without_difficulty(cfg)) == easy
+    spelt_out = copy.deepcopy(cfg)
+    spelt_out.dataset.realism = {"label_noise": 0.0, "strength": [0.5, 1.0]}  # easy's own values
+    assert fingerprint(spelt_out) == easy
+    hard = copy.deepcopy(cfg)
+    hard.dataset.difficulty = "hard"
+    assert fingerprint(hard) != easy
+    hard_record = recorded_content(content_config(hard), instantiate(hard.dataset))["dataset"]
+    assert hard_record["difficulty"] == "hard" and hard_record["realism"]["label_noise"] == 0.12
+    one_knob = copy.deepcopy(hard)
+    one_knob.dataset.realism = {"label_noise": 0.2}
+    assert fingerprint(one_knob) not in (easy, fingerprint(hard))
 
 
 def test_added_or_changed_images_make_the_cache_stale(synthetic_root, tmp_path):

@@ -142,11 +142,11 @@ def test_interrupted_generation_is_not_taken_as_complete(tmp_path, monkeypatch):
 
     calls = []
 
-    def dies_on_the_fifth_photo(rng, code):
+    def dies_on_the_fifth_photo(rng, code, **options):
         calls.append(code)
         if len(calls) == 5:
             raise KeyboardInterrupt
-        return render_face(rng, code)
+        return render_face(rng, code, **options)
 
     root = tmp_path / "data"
     monkeypatch.setattr(dataset, "render_face", dies_on_the_fifth_photo)

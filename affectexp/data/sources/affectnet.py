@@ -88,6 +88,7 @@ class AffectNetSource:
         self.lists = _per_set("dataset.lists", lists)
         self.images = _per_set("dataset.images", images)
         self.resolved: dict = {}
+        self.unrecorded: tuple[str, ...] = ()
 
     def prepare(self) -> None:
         """Nothing to do: AffectNet is read where it lies."""

@@ -36,6 +36,7 @@ class Fer2013Source:
         self.root = Path(root)
         self.file = file
         self.resolved: dict = {}  # the file is named by the config: nothing to decide
+        self.unrecorded: tuple[str, ...] = ()
 
     def prepare(self) -> None:
         """Nothing to do: the CSV is read where it lies."""

@@ -53,6 +53,7 @@ class FolderSource:
         self.root = Path(root)
         self.tree = tree
         self.resolved: dict = {}
+        self.unrecorded: tuple[str, ...] = ()
 
     def prepare(self) -> None:
         """Nothing to do: the tree is read where it lies."""

@@ -61,6 +61,10 @@ class Source(Protocol):
     # and images folders it found), spelt as the config would set them; {} when it decided
     # nothing. Recorded with the cache by recorded_content().
     resolved: dict
+    # Dataset config keys left out of that record because their values change nothing the
+    # source reads: keys added later, at the value that gives what the source read before they
+    # existed, so that caches built then keep their fingerprint. () for most sources.
+    unrecorded: tuple[str, ...]
 
     def prepare(self) -> None:
         """Make the data available (e.g. generate it); not timed as preprocessing."""
@@ -75,12 +79,14 @@ class Source(Protocol):
 
 def recorded_content(content: dict, source: Source) -> dict:
     """The content sections (tasks/preprocess.content_config) with what the source decided while reading
-    (`source.resolved`) in their dataset section: what the cache's attributes and fingerprint
-    record, so they name the files that were read, and passing it back reproduces the cache.
-    `content` is not changed."""
-    if not source.resolved:
+    (`source.resolved`) in their dataset section, less its `source.unrecorded` keys: what the
+    cache's attributes and fingerprint record, so they name the files that were read, and
+    passing it back reproduces the cache. `content` is not changed."""
+    if not source.resolved and not source.unrecorded:
         return content
-    dataset = OmegaConf.to_container(OmegaConf.merge(content["dataset"], source.resolved))
+    dataset = {k: v for k, v in content["dataset"].items() if k not in source.unrecorded}
+    if source.resolved:
+        dataset = OmegaConf.to_container(OmegaConf.merge(dataset, source.resolved))
     return {**content, "dataset": dataset}
 
 

@@ -2,9 +2,12 @@
 
     root/Manually_Annotated_file_lists/training.csv, validation.csv
     root/Manually_Annotated_Images/<1..64>/<64 hex digits>.jpg
+    root/synthetic-truth.csv        (not easy: the expression each photo shows, see below)
     root/.synthetic-complete.json   (written last: the parameters of a finished set)
 
-Every photo depends only on (seed, split, index), so the output is byte-identical whatever the
+A set harder than `easy` (see ``difficulty``) can show another expression than its row's label
+(label noise); synthetic-truth.csv lists, per photo, the label and the expression drawn.
+Every photo depends only on (seed, split, index) and the difficulty, so the output is byte-identical whatever the
 number of worker processes. Only files the generator itself planned are ever deleted.
 """
 
@@ -32,6 +35,7 @@ from affectexp.data.affectnet_layout import (
     VALIDATION_CSV,
     format_landmarks,
 )
+from affectexp.data.synthetic.difficulty import NEIGHBOUR, PRESETS, Difficulty, class_counts
 from affectexp.data.synthetic.expressions import NUM_EXPRESSIONS
 from affectexp.data.synthetic.face import render_face
 from affectexp.errors import UserInputError
@@ -41,25 +45,45 @@ log = logging.getLogger(__name__)
 # Bump when the drawing changes, so ensure_synthetic() regenerates sets made by older code.
 GENERATOR_VERSION = 1
 COMPLETE_MARKER = ".synthetic-complete.json"
+TRUTH_CSV = "synthetic-truth.csv"
+TRUTH_COLUMNS = ("subDirectory_filePath", "expression", "drawn_expression")
 IN_PROGRESS_MARKER = ".synthetic-in-progress.json"
 NUM_SUBDIRS = 64  # AffectNet spreads its images over numbered folders; so do we
 NON_EXPRESSION_CODES = (8, 9, 10)
 DEFAULT_NON_EXPRESSION_FRACTION = 0.02
 _SPLITS = ((0, TRAINING_CSV), (1, VALIDATION_CSV))  # (split id used in seeds, file list)
 
-# One job: (images folder, seed, split id, index, expression code, relative path).
-_Job = tuple[str, int, int, int, int, str]
+EASY = PRESETS["easy"]
+
+# One job: (images folder, seed, split id, index, label code, drawn code, relative path, difficulty).
+_Job = tuple[str, int, int, int, int, int, str, Difficulty]
 
 
-def _params(train_per_class: int, test_per_class: int, seed: int, non_expression_fraction: float) -> dict:
-    """What identifies a generated set (the worker count does not: it cannot change the output)."""
-    return {
+def _params(train_per_class: int, test_per_class: int, seed: int, non_expression_fraction: float,
+            difficulty: Difficulty = EASY) -> dict:
+    """What identifies a generated set (the worker count does not: it cannot change the output).
+    The knobs are recorded unless they are easy's, so easy sets made before the knobs existed
+    (the same files) are still recognised."""
+    params = {
         "generator_version": GENERATOR_VERSION,
         "train_per_class": int(train_per_class),
         "test_per_class": int(test_per_class),
         "seed": int(seed),
         "non_expression_fraction": float(non_expression_fraction),
     }
+    if difficulty != EASY:
+        params["difficulty"] = difficulty.as_dict()
+    return params
+
+
+def _difficulty_of(params: dict) -> Difficulty:
+    knobs = params.get("difficulty")
+    if knobs is None:
+        return EASY
+    values = {**knobs, "strength": tuple(knobs["strength"]), "jpeg_quality": tuple(knobs["jpeg_quality"])}
+    if values["class_shares"] is not None:
+        values["class_shares"] = tuple(values["class_shares"])
+    return Difficulty(**values)
 
 
 def image_path(seed: int, split_id: int, index: int) -> str:
@@ -75,22 +99,44 @@ def _num_non_expression(train_per_class: int, fraction: float) -> int:
     return max(len(NON_EXPRESSION_CODES), int(round(fraction * NUM_EXPRESSIONS * train_per_class)))
 
 
-def plan_codes(seed: int, split_id: int, per_class: int, extra: int) -> np.ndarray:
-    """Expression code of every row of one split, (N,) int64, shuffled deterministically."""
-    codes = np.repeat(np.arange(NUM_EXPRESSIONS), per_class)
+def plan_codes(seed: int, split_id: int, counts: np.ndarray, extra: int) -> np.ndarray:
+    """Expression code of every row of one split, (N,) int64, shuffled deterministically:
+    ``counts[c]`` rows of each code c in 0..7 plus ``extra`` rows of codes 8-10."""
+    codes = np.repeat(np.arange(NUM_EXPRESSIONS), counts)
     codes = np.concatenate([codes, np.resize(np.array(NON_EXPRESSION_CODES), extra)])
     return np.random.default_rng([seed, split_id, 2**31 - 1]).permutation(codes)
 
 
-def _plan(params: dict) -> Iterator[tuple[int, int, int, str]]:
-    """(split id, index, code, relative path) of every row a generation with ``params`` writes."""
+def plan_drawn(seed: int, split_id: int, codes: np.ndarray, label_noise: float) -> np.ndarray:
+    """The expression each row's photo shows, (N,) int64: its label, except for round(label_noise *
+    n_c) rows of every code c in 0..7 (chosen deterministically), which show c's confusable
+    neighbour (``difficulty.NEIGHBOUR``)."""
+    drawn = codes.copy()
+    if label_noise <= 0.0:
+        return drawn
+    rng = np.random.default_rng([seed, split_id, 2**31 - 2])
+    for code in range(NUM_EXPRESSIONS):
+        rows = np.flatnonzero(codes == code)
+        noisy = rng.permutation(rows)[: int(round(label_noise * len(rows)))]
+        drawn[noisy] = NEIGHBOUR[code]
+    return drawn
+
+
+def _plan(params: dict) -> Iterator[tuple[int, int, int, int, str]]:
+    """(split id, index, label code, drawn code, relative path) of every row a generation with
+    ``params`` writes."""
     seed = params["seed"]
+    difficulty = _difficulty_of(params)
     extra = _num_non_expression(params["train_per_class"], params["non_expression_fraction"])
     for split_id, _ in _SPLITS:
-        per_class = params["train_per_class"] if split_id == 0 else params["test_per_class"]
-        codes = plan_codes(seed, split_id, per_class, extra if split_id == 0 else 0)
-        for index, code in enumerate(codes):
-            yield split_id, index, int(code), image_path(seed, split_id, index)
+        if split_id == 0:
+            counts = class_counts(params["train_per_class"], difficulty.class_shares, NUM_EXPRESSIONS)
+        else:  # AffectNet's validation list is balanced whatever its training list is
+            counts = class_counts(params["test_per_class"], None, NUM_EXPRESSIONS)
+        codes = plan_codes(seed, split_id, counts, extra if split_id == 0 else 0)
+        drawn = plan_drawn(seed, split_id, codes, difficulty.label_noise)
+        for index, (code, shown) in enumerate(zip(codes, drawn)):
+            yield split_id, index, int(code), int(shown), image_path(seed, split_id, index)
 
 
 def _format_affect(value: float) -> str:
@@ -99,10 +145,10 @@ def _format_affect(value: float) -> str:
 
 def _render_row(job: _Job) -> str:
     """Worker: draw, compress and write one photo; return its CSV line (no newline)."""
-    images_dir, seed, split_id, index, code, rel_path = job
+    images_dir, seed, split_id, index, code, drawn, rel_path, difficulty = job
     rng = np.random.default_rng([seed, split_id, index])
-    face = render_face(rng, code)
-    quality = int(rng.integers(60, 96))
+    face = render_face(rng, drawn, difficulty=difficulty)
+    quality = int(rng.integers(*difficulty.jpeg_quality))
     ok, encoded = cv2.imencode(".jpg", face.image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise RuntimeError(f"synthetic generator: JPEG encoding failed for {rel_path}")
@@ -181,6 +227,7 @@ def _remove_previous(root: Path) -> None:
         (images / rel).unlink(missing_ok=True)
     for folder in [images / str(i + 1) for i in range(NUM_SUBDIRS)] + [images]:
         _rmdir_if_empty(folder)
+    lists.append(root / TRUTH_CSV)
     for path in lists + [p.with_name(p.name + ".tmp") for p in lists]:
         path.unlink(missing_ok=True)
     _rmdir_if_empty(root / MANUAL_LISTS_DIR)
@@ -202,15 +249,19 @@ def generate_affectnet(
     seed: int = 0,
     num_workers: int | None = None,
     non_expression_fraction: float = DEFAULT_NON_EXPRESSION_FRACTION,
+    difficulty: Difficulty = EASY,
 ) -> None:
     """Write a synthetic data set in AffectNet's manually-annotated layout under ``root``.
 
-    training.csv gets ``train_per_class`` rows for each code 0..7 plus about
+    training.csv gets ``train_per_class`` rows for each code 0..7 (8 * train_per_class rows
+    spread by ``difficulty.class_shares`` when it is set) plus about
     ``non_expression_fraction`` as many extra rows with codes 8, 9, 10 (at least 3); validation.csv
     gets ``test_per_class`` rows for each code 0..7. Rows are shuffled; both lists start with
     AffectNet's header line. The same (seed, counts) give byte-identical CSVs and JPEGs whatever
     ``num_workers`` is (None = os.cpu_count()). An earlier generation under root is replaced;
     the completion marker is written last, so an interrupted run is never taken as complete.
+    ``difficulty`` sets how realistic the photos and labels are (see ``difficulty``); sets
+    harder than easy also get synthetic-truth.csv (label, drawn expression per photo).
     Raises FileExistsError if root holds file lists the generator did not write.
     """
     if train_per_class < 0 or test_per_class < 0:
@@ -223,7 +274,7 @@ def generate_affectnet(
         )
     root = Path(root)
     workers = (os.cpu_count() or 1) if num_workers is None else max(1, int(num_workers))
-    params = _params(train_per_class, test_per_class, seed, non_expression_fraction)
+    params = _params(train_per_class, test_per_class, seed, non_expression_fraction, difficulty)
     root.mkdir(parents=True, exist_ok=True)
     _remove_previous(root)
     _write_text(root / IN_PROGRESS_MARKER, json.dumps(params, indent=2) + "\n")
@@ -238,9 +289,13 @@ def generate_affectnet(
     log.info("Generating %d synthetic photos under %s with %d process(es)", total, root, workers)
     header = ",".join(CSV_COLUMNS) + "\n"
     for split_id, csv_name in _SPLITS:
-        jobs = [(str(images), int(seed), s, index, code, rel) for s, index, code, rel in rows if s == split_id]
+        jobs = [(str(images), int(seed), s, index, code, drawn, rel, difficulty)
+                for s, index, code, drawn, rel in rows if s == split_id]
         lines = _run_jobs(jobs, workers, desc=f"synthetic {csv_name}")
         _write_text(root / MANUAL_LISTS_DIR / csv_name, header + "".join(line + "\n" for line in lines))
+    if difficulty != EASY:
+        truth = [f"{rel},{code},{drawn}\n" for _, _, code, drawn, rel in rows]
+        _write_text(root / TRUTH_CSV, ",".join(TRUTH_COLUMNS) + "\n" + "".join(truth))
     for i in range(NUM_SUBDIRS):
         _rmdir_if_empty(images / str(i + 1))  # tiny sets leave most numbered folders unused
 
@@ -250,16 +305,30 @@ def generate_affectnet(
     log.info("Synthetic data set complete: %d photos in %.1f s (%.0f/s)", total, elapsed, total / max(elapsed, 1e-9))
 
 
+class OtherDifficulty(UserInputError):
+    """The synthetic set's root holds a set generated at another difficulty."""
+
+
 def ensure_synthetic(root: Path, train_per_class: int, test_per_class: int, seed: int = 0,
-                     num_workers: int | None = None) -> bool:
+                     num_workers: int | None = None, difficulty: Difficulty = EASY) -> bool:
     """Generate the set under ``root`` unless a complete one with these parameters is there.
 
     Returns True if it generated, False if it reused the existing set. A complete set made
-    with other parameters (or by an older generator version) is deleted and regenerated; only
-    the generator's own files are removed.
+    with other counts or seed (or by an older generator version) is deleted and regenerated; only
+    the generator's own files are removed. A set made at another difficulty is never replaced:
+    that raises OtherDifficulty (each difficulty gets its own dataset.root).
     """
     root = Path(root)
-    wanted = _params(train_per_class, test_per_class, seed, DEFAULT_NON_EXPRESSION_FRACTION)
+    wanted = _params(train_per_class, test_per_class, seed, DEFAULT_NON_EXPRESSION_FRACTION, difficulty)
+    found = _read_marker(root / COMPLETE_MARKER) or _read_marker(root / IN_PROGRESS_MARKER)
+    if found is not None and found.get("difficulty") != wanted.get("difficulty"):
+        knobs = found.get("difficulty")
+        made = "easy" if knobs is None else next((n for n, d in PRESETS.items() if d.as_dict() == knobs), f"knobs {knobs}")
+        raise OtherDifficulty(
+            f"dataset.root: {root} holds a synthetic set made at another difficulty ({made}); give this "
+            f"difficulty its own folder (dataset=synthetic_hard does, or set dataset.root and dataset.name), "
+            "or delete that folder"
+        )
     found = _read_marker(root / COMPLETE_MARKER)
     lists_present = all((root / MANUAL_LISTS_DIR / name).is_file() for _, name in _SPLITS)
     if found == wanted and lists_present and not (root / IN_PROGRESS_MARKER).exists():
@@ -267,5 +336,6 @@ def ensure_synthetic(root: Path, train_per_class: int, test_per_class: int, seed
         return False
     if found is not None and found != wanted:
         log.info("Synthetic data set under %s was made with %s; regenerating with %s", root, found, wanted)
-    generate_affectnet(root, train_per_class, test_per_class, seed=seed, num_workers=num_workers)
+    generate_affectnet(root, train_per_class, test_per_class, seed=seed, num_workers=num_workers,
+                       difficulty=difficulty)
     return True

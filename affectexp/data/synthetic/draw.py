@@ -20,16 +20,18 @@ _ONE = 1 << _SHIFT
 
 
 class Pen:
-    """Draws face-unit shapes onto ``image`` (H, W, 3) uint8 through ``matrix`` (2, 3) float64."""
+    """Draws face-unit shapes onto ``image`` (H, W, 3) uint8 through ``matrix`` (2, 3) float64,
+    after turning the head by ``pose`` (yaw, pitch) radians (see ``geometry.posed``)."""
 
-    def __init__(self, image: np.ndarray, matrix: np.ndarray):
+    def __init__(self, image: np.ndarray, matrix: np.ndarray, pose: tuple[float, float] = (0.0, 0.0)):
         self.image = image
         self.matrix = matrix
+        self.pose = pose
         self.scale = float(np.hypot(matrix[0, 0], matrix[0, 1]))  # pixels per face unit
 
     def to_pixels(self, points: np.ndarray) -> np.ndarray:
         """(N, 2) face units -> (N, 2) float64 pixel coordinates."""
-        return points @ self.matrix[:, :2].T + self.matrix[:, 2]
+        return geo.posed(points, *self.pose) @ self.matrix[:, :2].T + self.matrix[:, 2]
 
     def _fixed(self, points: np.ndarray) -> np.ndarray:
         return np.round(self.to_pixels(points) * _ONE).astype(np.int32).reshape(-1, 1, 2)
@@ -287,12 +289,14 @@ def draw_glasses(pen: Pen, shape: geo.FaceShape, look: Appearance) -> None:
 
 
 def draw_face(image: np.ndarray, matrix: np.ndarray, shape: geo.FaceShape, expr: Expression,
-              look: Appearance, rng: np.random.Generator) -> None:
-    """Draw the whole person (hair, body, face, features) onto ``image`` in place, back to front.
+              look: Appearance, rng: np.random.Generator, pose: tuple[float, float] = (0.0, 0.0)) -> Pen:
+    """Draw the whole person (hair, body, face, features) onto ``image`` in place, back to front;
+    return the pen (for drawing over the face).
 
-    image: (H, W, 3) uint8 BGR; matrix: (2, 3) float64 face units -> pixels.
+    image: (H, W, 3) uint8 BGR; matrix: (2, 3) float64 face units -> pixels; pose: (yaw, pitch)
+    radians.
     """
-    pen = Pen(image, matrix)
+    pen = Pen(image, matrix, pose)
     draw_back_hair(pen, shape, look)
     draw_body(pen, shape, look)
     draw_ears(pen, shape, look)
@@ -307,3 +311,22 @@ def draw_face(image: np.ndarray, matrix: np.ndarray, shape: geo.FaceShape, expr:
         draw_brow(pen, shape, expr, look, side)
     draw_mouth(pen, shape, expr, look)
     draw_glasses(pen, shape, look)
+    return pen
+
+
+# What covers part of a face in the wild, as (centre x, centre y, half-width, half-height) ranges in
+# face units: a hand or phone over a cheek, sunglasses-like bars over the eyes, a scarf or
+# microphone over the mouth.
+_OCCLUDERS = (
+    ((-0.6, 0.6), (-0.2, 0.5), (0.25, 0.45), (0.3, 0.55)),  # hand / phone
+    ((-0.2, 0.2), (-0.1, 0.0), (0.55, 0.8), (0.08, 0.16)),  # bar over the eyes
+    ((-0.2, 0.2), (0.75, 1.0), (0.45, 0.8), (0.2, 0.4)),  # scarf, microphone, cup
+)
+
+
+def draw_occluder(pen: Pen, shape: geo.FaceShape, look: Appearance, rng: np.random.Generator) -> None:
+    """Cover part of the face with one random blob (skin-coloured like a hand, or any colour)."""
+    cx, cy, rx, ry = (float(rng.uniform(*r)) for r in _OCCLUDERS[int(rng.integers(len(_OCCLUDERS)))])
+    cy = cy * shape.b / 1.3 if cy > 0.0 else cy  # the mouth sits lower on a longer face
+    color = look.skin if rng.random() < 0.4 else tuple(int(v) for v in rng.integers(0, 256, 3))
+    pen.fill(ellipse(cx, cy, rx, ry, n=20), _mix(color, look.shade, 0.15))

@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 
 from affectexp.data.affectnet_layout import NOT_ANNOTATED
+from affectexp.data.synthetic.difficulty import NEIGHBOUR
 
 NUM_EXPRESSIONS = 8  # codes 0..7 are expressions; 8 None, 9 Uncertain, 10 Non-Face
 NON_FACE = 10
@@ -99,17 +100,27 @@ _NOISE = Expression(
 )
 
 
-def sample_expression(rng: np.random.Generator, code: int) -> tuple[Expression, float]:
-    """A random instance of expression ``code`` (0..9) and its strength in [0.5, 1].
+def sample_expression(rng: np.random.Generator, code: int, strength_range: tuple[float, float] = (0.5, 1.0),
+                      confusion: float = 0.0) -> tuple[Expression, float, float]:
+    """A random instance of expression ``code`` (0..9), its strength in ``strength_range`` and
+    the weight (0..``confusion``) of the confusable neighbour blended into it.
 
-    Codes 8 (None) and 9 (Uncertain) blend two random expressions at a random weight.
+    Codes 8 (None) and 9 (Uncertain) blend two random expressions at a random weight. With
+    ``confusion`` 0 no random number is drawn for the blend (the easy set stays as it was).
     """
+    weight = 0.0
     if code in (8, 9):
         first, second = rng.choice(NUM_EXPRESSIONS, size=2, replace=False)
         base = _prototype(rng, int(first)).blended(_prototype(rng, int(second)), float(rng.uniform(0.3, 0.7)))
     else:
         base = _prototype(rng, code)
-    strength = float(rng.uniform(0.5, 1.0))
+        if confusion > 0.0:
+            weight = float(rng.uniform(0.0, confusion))
+            neighbour = _prototype(rng, NEIGHBOUR[code])
+            blend = base.blended(neighbour, weight)
+            # Teeth are on/off: shown when the blend leans towards a face that shows them.
+            base = replace(blend, teeth_upper=float(blend.teeth_upper > 0.5), teeth_lower=float(blend.teeth_lower > 0.5))
+    strength = float(rng.uniform(*strength_range))
     noise = rng.standard_normal(len(fields(Expression)))
     values = {
         f.name: getattr(base, f.name) * strength + getattr(_NOISE, f.name) * z
@@ -122,7 +133,7 @@ def sample_expression(rng: np.random.Generator, code: int) -> tuple[Expression, 
     # Teeth are on/off; they keep their prototype flag rather than fading with strength.
     values["teeth_upper"], values["teeth_lower"] = base.teeth_upper, base.teeth_lower
     values["smirk_crease"] = base.smirk_crease * strength
-    return replace(Expression(), **values), strength
+    return replace(Expression(), **values), strength, weight
 
 
 # Mean (valence, arousal) per code 0..7, after the circumplex positions AffectNet's annotators used.
@@ -138,11 +149,17 @@ _AFFECT = {
 }
 
 
-def sample_affect(rng: np.random.Generator, code: int, strength: float) -> tuple[float, float]:
-    """(valence, arousal) in [-1, 1] for expression ``code`` at ``strength``; (-2, -2) for codes 8-10."""
+def sample_affect(rng: np.random.Generator, code: int, strength: float, confusion_weight: float = 0.0
+                  ) -> tuple[float, float]:
+    """(valence, arousal) in [-1, 1] for expression ``code`` at ``strength``, blended with its
+    confusable neighbour's by ``confusion_weight`` (as the face is); (-2, -2) for codes 8-10."""
     if code not in _AFFECT:
         return NOT_ANNOTATED, NOT_ANNOTATED
     valence, arousal = _AFFECT[code]
+    if confusion_weight > 0.0:
+        other_v, other_a = _AFFECT[NEIGHBOUR[code]]
+        valence = (1.0 - confusion_weight) * valence + confusion_weight * other_v
+        arousal = (1.0 - confusion_weight) * arousal + confusion_weight * other_a
     # Stronger expressions sit further from the neutral centre of the circumplex.
     scale = 0.4 + 0.6 * strength
     v = valence * scale + rng.normal(0.0, 0.08)

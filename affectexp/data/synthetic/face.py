@@ -9,7 +9,8 @@ import numpy as np
 from affectexp.data.synthetic import geometry as geo
 from affectexp.data.synthetic import photo
 from affectexp.data.synthetic.appearance import sample_appearance
-from affectexp.data.synthetic.draw import draw_face
+from affectexp.data.synthetic.difficulty import PRESETS, Difficulty
+from affectexp.data.synthetic.draw import draw_face, draw_occluder
 from affectexp.data.synthetic.expressions import NON_FACE, Expression, sample_affect, sample_expression
 
 MIN_SIDE, MAX_SIDE = 160, 640  # photo height and width, pixels (each drawn independently)
@@ -46,9 +47,11 @@ def _face_matrix(scale: float, roll_degrees: float, centre: tuple[float, float])
 
 
 def _place_face(rng: np.random.Generator, height: int, width: int, shape: geo.FaceShape,
-                roll_degrees: float) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """Choose the face's size and position: its (2, 3) transform and its integer box."""
-    corners = geo.box_corners(shape)
+                roll_degrees: float, pose: tuple[float, float] = (0.0, 0.0)
+                ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Choose the face's size and position: its (2, 3) transform and its integer box (around the
+    face turned by ``pose``, (yaw, pitch) radians)."""
+    corners = geo.posed(geo.box_corners(shape), *pose)
     extent = corners.max(axis=0) - corners.min(axis=0)
     target = rng.uniform(*BOX_FRACTION) * min(height, width)
     matrix = _face_matrix(target / float(extent.max()), roll_degrees, (0.0, 0.0))
@@ -69,31 +72,39 @@ def _place_face(rng: np.random.Generator, height: int, width: int, shape: geo.Fa
     return matrix, (x, y, int(round(size[0])), int(round(size[1])))
 
 
-def render_face(rng: np.random.Generator, expression: int, roll_degrees: float | None = None) -> SyntheticFace:
+def render_face(rng: np.random.Generator, expression: int, roll_degrees: float | None = None,
+                difficulty: Difficulty = PRESETS["easy"]) -> SyntheticFace:
     """Draw one photo showing AffectNet expression ``expression`` (0..10).
 
-    Codes 0-7 show that expression at a random strength (0.5..1); 8 (None) and 9 (Uncertain)
-    show a random mix of two expressions; 10 (Non-Face) is a photo with no face, a box at a
-    random place and the landmarks a face in that box would have. ``roll_degrees`` None gives a
-    random in-plane rotation within +-15 degrees; a number forces it (positive =
+    Codes 0-7 show that expression at a random strength (0.5..1 when easy); 8 (None) and 9
+    (Uncertain) show a random mix of two expressions; 10 (Non-Face) is a photo with no face, a
+    box at a random place and the landmarks a face in that box would have. ``roll_degrees`` None
+    gives a random in-plane rotation within +-15 degrees; a number forces it (positive =
     counter-clockwise on screen, the image-right eye higher, as in cv2.getRotationMatrix2D).
+    ``difficulty`` adds subtler and blended expressions, head pose, occlusion and motion blur
+    (see ``difficulty``); its easy knobs draw no random number, so easy photos are unchanged.
     All randomness comes from ``rng``, so the same generator state gives the same photo.
     """
     if not 0 <= expression <= NON_FACE:
         raise ValueError(f"expression code {expression}: AffectNet codes are 0..{NON_FACE}")
     height, width = (int(v) for v in rng.integers(MIN_SIDE, MAX_SIDE + 1, 2))
     roll = float(rng.uniform(-MAX_ROLL, MAX_ROLL)) if roll_degrees is None else float(roll_degrees)
+    yaw = float(np.deg2rad(rng.uniform(-difficulty.max_yaw, difficulty.max_yaw))) if difficulty.max_yaw else 0.0
+    pitch = float(np.deg2rad(rng.uniform(-difficulty.max_pitch, difficulty.max_pitch))) if difficulty.max_pitch else 0.0
     shape = geo.sample_shape(rng)
     is_face = expression != NON_FACE
     image = photo.background(rng, height, width, clutter=int(rng.integers(3, 14)) + (0 if is_face else 8))
-    matrix, box = _place_face(rng, height, width, shape, roll)
+    matrix, box = _place_face(rng, height, width, shape, roll, (yaw, pitch))
+    weight = 0.0
     if is_face:
         look = sample_appearance(rng)  # before the expression, so a code change keeps the person
-        expr, strength = sample_expression(rng, expression)
-        draw_face(image, matrix, shape, expr, look, rng)
+        expr, strength, weight = sample_expression(rng, expression, difficulty.strength, difficulty.confusion)
+        pen = draw_face(image, matrix, shape, expr, look, rng, (yaw, pitch))
+        if difficulty.occlusion > 0.0 and rng.random() < difficulty.occlusion:
+            draw_occluder(pen, shape, look, rng)
     else:
         expr, strength = Expression(), 1.0
-    points = geo.landmarks(shape, expr) @ matrix[:, :2].T + matrix[:, 2]
-    image = photo.finish(rng, image, face_pixels=float(box[2]))
-    valence, arousal = sample_affect(rng, expression, strength)
+    points = geo.posed(geo.landmarks(shape, expr), yaw, pitch) @ matrix[:, :2].T + matrix[:, 2]
+    image = photo.finish(rng, image, face_pixels=float(box[2]), motion_blur=difficulty.motion_blur)
+    valence, arousal = sample_affect(rng, expression, strength, weight)
     return SyntheticFace(image=image, box=box, landmarks=points.astype(np.float32), valence=valence, arousal=arousal)

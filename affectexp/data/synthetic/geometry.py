@@ -259,3 +259,26 @@ def box_corners(shape: FaceShape) -> np.ndarray:
     half = half_width_at(shape, shape.eye_y + 0.18) + 0.8 * shape.ear_rx
     top, bottom = shape.box_top, shape.b + 0.02
     return np.array([[-half, top], [half, top], [half, bottom], [-half, bottom]])
+
+
+# How far the middle of the face stands out in front of its outline (face units): what a turned
+# head shifts the features by, relative to the outline.
+FACE_DEPTH = 0.75
+
+
+def posed(points: np.ndarray, yaw: float, pitch: float) -> np.ndarray:
+    """(N, 2) face units of a frontal face -> (N, 2) of the same face turned by ``yaw`` (left/right)
+    and ``pitch`` (up/down), radians, seen from the front (orthographic).
+
+    The face is a bulge of depth FACE_DEPTH inside its oval: turning it foreshortens the outline
+    and moves the features towards the far side, as on a real turned head. Zero angles return
+    ``points`` itself (the frontal face draws exactly as before poses existed).
+    """
+    if yaw == 0.0 and pitch == 0.0:
+        return points
+    x, y = points[:, 0], points[:, 1]
+    z = FACE_DEPTH * np.sqrt(np.clip(1.0 - x * x - (y / 1.35) ** 2, 0.0, None))
+    x_turned = x * np.cos(yaw) + z * np.sin(yaw)
+    z_turned = z * np.cos(yaw) - x * np.sin(yaw)
+    y_turned = y * np.cos(pitch) - z_turned * np.sin(pitch)
+    return np.stack([x_turned, y_turned], axis=1)

@@ -87,8 +87,22 @@ def apply_noise(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     return cv2.addWeighted(image, 1.0, noise, amplitude / 127.5, -amplitude)
 
 
-def finish(rng: np.random.Generator, image: np.ndarray, face_pixels: float) -> np.ndarray:
-    """Lighting, then optional blur, then noise: the order a camera applies them."""
+def apply_motion_blur(rng: np.random.Generator, image: np.ndarray, face_pixels: float) -> np.ndarray:
+    """Smear the photo along a random direction by 3..face/12 pixels: a moving head or camera."""
+    length = int(round(rng.uniform(3.0, max(3.5, face_pixels / 12.0))))
+    angle = rng.uniform(0.0, np.pi)
+    size = 2 * (length // 2) + 1
+    kernel = np.zeros((size, size), np.float32)
+    c, dx, dy = size // 2, np.cos(angle) * (length / 2.0), np.sin(angle) * (length / 2.0)
+    cv2.line(kernel, (int(round(c - dx)), int(round(c - dy))), (int(round(c + dx)), int(round(c + dy))), 1.0, 1)
+    return cv2.filter2D(image, -1, kernel / kernel.sum())
+
+
+def finish(rng: np.random.Generator, image: np.ndarray, face_pixels: float, motion_blur: float = 0.0) -> np.ndarray:
+    """Lighting, then optional blur and (with probability ``motion_blur``) motion blur, then noise:
+    the order a camera applies them. ``motion_blur`` 0 draws no extra random number."""
     image = apply_lighting(rng, image)
     image = apply_blur(rng, image, face_pixels)
+    if motion_blur > 0.0 and rng.random() < motion_blur:
+        image = apply_motion_blur(rng, image, face_pixels)
     return apply_noise(rng, image)
