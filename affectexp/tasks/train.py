@@ -201,7 +201,7 @@ def make_batches(cache: FaceCache, trainer: TrainerConfig, augmentation: dict | 
 
 def build_model(settings: TrainConfig, face_shape, num_classes: int, steps_per_epoch: int) -> keras.Model:
     """The configured model (settings.model's `_target_` builder) in trainer.precision, compiled
-    with the configured optimizer and loss.
+    with the configured optimizer and loss, XLA-compiled as trainer.jit_compile says.
 
     Call it inside the distribution strategy's scope (see fit) for the variables to be mirrored.
     """
@@ -214,6 +214,7 @@ def build_model(settings: TrainConfig, face_shape, num_classes: int, steps_per_e
         optimizer=build_optimizer(settings.optimizer, steps_per_epoch, trainer.epochs),
         loss=classification_loss(num_classes, trainer.label_smoothing),
         metrics=["accuracy"],
+        jit_compile="auto" if trainer.jit_compile is None else trainer.jit_compile,
     )
     return model
 
