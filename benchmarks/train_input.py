@@ -231,8 +231,10 @@ def synthetic_caches(root: Path, shapes: list[tuple[int, str]], train_per_class:
     for size, color in shapes:
         overrides = [f"paths.root={root}", f"cache.size={size}", f"cache.color={color}",
                      f"dataset.train_per_class={train_per_class}", "dataset.test_per_class=20"]
-        subprocess.run([sys.executable, str(REPO / "preprocess.py"), *overrides], cwd=root, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        done = subprocess.run([sys.executable, str(REPO / "preprocess.py"), *overrides], cwd=root,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode:
+            sys.exit(f"preprocess.py {' '.join(overrides)} failed:\n{done.stderr[-2000:]}")
         paths[size, color] = compose(root, size, [f"cache.color={color}"]).cache.path
     return paths
 
