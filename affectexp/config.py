@@ -51,6 +51,7 @@ class Precision(_Choice):
     float32 = "float32"
     mixed_float16 = "mixed_float16"  # GPUs with tensor cores
     mixed_bfloat16 = "mixed_bfloat16"  # TPUs, recent CPUs and GPUs
+    auto = "auto"  # mixed_float16 where every GPU has tensor cores (compute capability >= 7.0), else float32
 
 
 class Strategy(_Choice):
@@ -153,6 +154,8 @@ class TrainerConfig:
     balance: Balance = Balance.class_weight
     label_smoothing: float = 0.0  # s: targets 1 - s + s/k for the true class, s/k for the others
     precision: Precision = Precision.float32
+    # XLA-compile the training step; None: Keras' choice (on where a GPU is present and every layer supports it).
+    jit_compile: Optional[bool] = None
     strategy: Strategy = Strategy.default
     ram_budget_mb: int = 2048  # a split smaller than this is read into memory once; a larger one is streamed
     steps_per_epoch: Optional[int] = None  # None: the whole train split each epoch

@@ -22,7 +22,10 @@ def rss_mb(pid: str = "self", field: str = "VmRSS") -> float:
 def children() -> list[str]:
     pids = []
     for task in Path("/proc/self/task").iterdir():
-        pids += (task / "children").read_text().split()
+        try:
+            pids += (task / "children").read_text().split()
+        except OSError:  # a thread that ended since the listing
+            pass
     return pids
 
 

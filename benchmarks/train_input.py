@@ -1,6 +1,7 @@
 """Training input speed and memory, side by side in one run, same model and cache.
 
-    .venv/bin/python benchmarks/train_input.py          # about 10 minutes on 2 cores
+    .venv/bin/python benchmarks/train_input.py            # about 20 minutes on 2 cores
+    .venv/bin/python benchmarks/train_input.py --no-model # the input pipeline alone, about 6 minutes
 
 Needs the 48 and 96 px synthetic caches (the command to build a missing one is printed):
     python preprocess.py cache.size=48 && python preprocess.py cache.size=96
@@ -19,6 +20,17 @@ augmenting processes start once per run). Then, each in a fresh process, the pea
 (training process plus its augmenting processes) of one streamed epoch of (c) on the 48 px
 cache and on a copy with its train split repeated 4 times. Not a test: it prints figures and
 the targets beside them (>= 0.9x images/s; <= 1.1x peak RSS).
+
+--no-model: the faces/s that train.py's input pipeline alone delivers to fit, with no model
+to train: the batches of make_batches (streamed from HDF5 in chunk order, ordered, balanced
+as trainer.balance says, augmented by trainer.augment_workers processes) read through the
+same Keras adapter and tf.data dataset fit iterates, at each face size and colour, for
+augmentation none, light and strong, with 1..N augmenting processes (N: this machine's
+cores), so the ceiling a fast accelerator could be fed at, and its scaling with cores, is a
+measured curve. The caches are built with preprocess.py (a synthetic set) in a throwaway
+folder. Each round reads one epoch of every case of a face size and colour in turn; a case's
+figure is the median over the rounds, its scaling the median of the rounds' own ratios to
+the same augmentation with 1 process.
 """
 
 from __future__ import annotations
@@ -37,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from memory import PeakMemory  # noqa: E402  (benchmarks/memory.py)
+from memory import PeakMemory, children  # noqa: E402  (benchmarks/memory.py)
 
 # Keras is imported inside the functions that use it: the augmenting processes import this
 # main module when they start, and they must not load TensorFlow.
@@ -46,7 +58,7 @@ BATCH = 64
 SKIP_STEPS = 3  # the first steps of each fit: warm-up, queue filling
 
 
-def compose(root: Path, size: int, overrides: list[str] = ()):
+def compose(root: Path, size: int, overrides: list[str] = (), augmentation: str = "strong", model: str = "simple_cnn"):
     """train.py's settings (a TrainConfig) for `size` px faces under `root`, as the CLI composes them."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -54,8 +66,9 @@ def compose(root: Path, size: int, overrides: list[str] = ()):
     from affectexp.tasks.train import read_config
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = hydra_compose("train", overrides=[f"paths.root={root}", f"cache.size={size}", "model=simple_cnn",
-                                                "augmentation=strong", f"trainer.batch_size={BATCH}", *overrides])
+        cfg = hydra_compose("train", overrides=[f"paths.root={root}", f"cache.size={size}", f"model={model}",
+                                                f"augmentation={augmentation}", f"trainer.batch_size={BATCH}",
+                                                *overrides])
     return read_config(cfg)[0]
 
 
@@ -200,16 +213,215 @@ def peak_rss(cache_path: str, root: Path) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+# --- the input pipeline alone (--no-model) ---------------------------------------------------
+
+AUGMENTATIONS = ("none", "light", "strong")
+
+
+def process_counts(cores: int | None = None) -> list[int]:
+    """1, 2, 4, ... up to this machine's cores, and the cores themselves."""
+    cores = cores or os.cpu_count() or 1
+    return sorted({2 ** k for k in range(cores.bit_length()) if 2 ** k <= cores} | {cores})
+
+
+def synthetic_caches(root: Path, shapes: list[tuple[int, str]], train_per_class: int) -> dict[tuple[int, str], str]:
+    """(size, colour) -> the path of a cache of the synthetic set with those faces under `root`,
+    built by preprocess.py (the set itself is generated once, by the first)."""
+    paths = {}
+    for size, color in shapes:
+        overrides = [f"paths.root={root}", f"cache.size={size}", f"cache.color={color}",
+                     f"dataset.train_per_class={train_per_class}", "dataset.test_per_class=20"]
+        done = subprocess.run([sys.executable, str(REPO / "preprocess.py"), *overrides], cwd=root,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode:
+            sys.exit(f"preprocess.py {' '.join(overrides)} failed:\n{done.stderr[-2000:]}")
+        paths[size, color] = compose(root, size, [f"cache.color={color}"]).cache.path
+    return paths
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its living child processes (the augmenting
+    processes), seconds: what a case costs in cores, whatever else the machine runs."""
+    total = 0.0
+    for pid in ["self", *children()]:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+class FitFeed:
+    """train.py's training batches (make_batches) for one augmentation and count of augmenting
+    processes, read as fit reads them: through Keras' PyDataset adapter (with the class weights
+    of trainer.balance) and the tf.data dataset it makes, one epoch at a time, with no model."""
+
+    def __init__(self, cache, settings):
+        # What fit wraps a PyDataset in (Keras' own, not public API).
+        from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+
+        from affectexp.tasks.train import loss_class_weights, make_batches
+
+        trainer = settings.trainer
+        self.batches, val = make_batches(cache, trainer, settings.augmentation.transform)
+        val.close()
+        weights = loss_class_weights(str(trainer.balance), self.batches.labels, len(cache.class_names))
+        self.adapter = PyDatasetAdapter(self.batches, class_weight=weights, shuffle=False)
+        self.dataset = self.adapter.get_tf_dataset()
+
+    def epoch(self, epoch: int) -> tuple[int, float, float]:
+        """(faces, seconds, CPU seconds of this process and its children) of one epoch, from the
+        arrival of its SKIP_STEPS-th batch to that of its last: the steady state, as in an
+        epoch of real AffectNet's thousands of batches."""
+        self.batches.set_epoch(epoch)  # as FollowEpochs does
+        self.adapter.on_epoch_begin()
+        last = len(self.batches) - 1
+        if last <= SKIP_STEPS:
+            raise ValueError(f"an epoch of {last + 1} batches is too short to time; build a larger cache")
+        faces = 0
+        for step, batch in enumerate(self.dataset):
+            # Up to the last batch's arrival: the enqueuer's stop after it waits 0.1 s on its queue.
+            if step == SKIP_STEPS:
+                start = time.perf_counter(), cpu_seconds()
+            elif step > SKIP_STEPS:
+                faces += int(batch[0].shape[0])
+            if step == last:
+                end = time.perf_counter(), cpu_seconds()
+        self.adapter.on_epoch_end()
+        return faces, end[0] - start[0], end[1] - start[1]
+
+    def rate(self, epoch: int, seconds: float) -> tuple[float, float]:
+        """(faces/s, CPU ms per 1000 faces) over epochs from `epoch` on, at least `seconds` timed."""
+        faces = wall = cpu = 0.0
+        while wall < seconds:
+            more, more_wall, more_cpu = self.epoch(epoch)
+            faces, wall, cpu, epoch = faces + more, wall + more_wall, cpu + more_cpu, epoch + 1
+        return faces / wall, 1e6 * cpu / faces
+
+    def close(self) -> None:
+        self.batches.close()
+
+
+def reader_threads(processes: int) -> int:
+    """CacheBatches' reader threads with `processes` augmenting processes (see its __init__)."""
+    return max(2, processes)
+
+
+def pipeline_cases(augmentations, processes) -> list[tuple[str, int]]:
+    """(augmentation, augmenting processes) to measure; without augmentation the processes are
+    not started and only the reader threads they imply differ, so one case per count of threads."""
+    cases = []
+    for augmentation in augmentations:
+        threads = set()
+        for n in sorted(processes):
+            if augmentation == "none" and reader_threads(n) in threads:
+                continue
+            threads.add(reader_threads(n))
+            cases.append((augmentation, n))
+    return cases
+
+
+def pipeline_rates(root: Path, cache_path: str, size: int, color: str, augmentations, processes,
+                   rounds: int, seconds: float, deadline: float = math.inf) -> list[dict]:
+    """One row per (augmentation, processes): faces/s delivered to fit from the cache at
+    `cache_path` (median over `rounds` rounds, each reading every case in turn for at least
+    `seconds`), as `scaling` the median of each round's ratio to the same augmentation with
+    the fewest processes, and the CPU ms per 1000 faces (median). Rounds stop early (after at
+    least one) once time.monotonic() passes `deadline`."""
+    from affectexp.data.cache import FaceCache
+
+    cases = pipeline_cases(augmentations, processes)
+    cache = FaceCache(cache_path)
+    feeds = {}
+    try:
+        for augmentation, n in cases:
+            settings = compose(root, size, [f"cache.color={color}", f"cache.path={cache_path}",
+                                            "trainer.ram_budget_mb=0", f"trainer.augment_workers={n}"], augmentation)
+            feeds[augmentation, n] = FitFeed(cache, settings)
+            feeds[augmentation, n].epoch(0)  # starts the augmenting processes, outside the timing
+        rates = {case: [] for case in cases}
+        cpu = {case: [] for case in cases}
+        epoch = 1
+        for _ in range(rounds):
+            for case in cases:
+                rate, cpu_ms = feeds[case].rate(epoch, seconds)
+                rates[case].append(rate)
+                cpu[case].append(cpu_ms)
+            epoch += 1000  # each round reads other epochs (augmentation seeds) than the last
+            if time.monotonic() > deadline:
+                break
+    finally:
+        for feed in feeds.values():
+            feed.close()
+        cache.close()
+    rows = []
+    for augmentation, n in cases:
+        base = rates[augmentation, min(processes)]
+        rows.append({"px": size, "color": color, "augmentation": augmentation,
+                     "processes": n if augmentation != "none" else 0, "readers": reader_threads(n),
+                     "faces_per_s": statistics.median(rates[augmentation, n]),
+                     "scaling": statistics.median(r / b for r, b in zip(rates[augmentation, n], base)),
+                     "cpu_ms_per_1000": statistics.median(cpu[augmentation, n]), "rounds": rates[augmentation, n]})
+    return rows
+
+
+def format_pipeline_row(row: dict) -> str:
+    return (f"{row['px']:>4} {row['color']:>5} {row['augmentation']:>7} {row['processes']:>9} {row['readers']:>7} "
+            f"{row['faces_per_s']:>9.0f} {row['scaling']:>10.2f}x {row['cpu_ms_per_1000']:>14.0f}  "
+            f"{' '.join(f'{r:.0f}' for r in row['rounds'])}")
+
+
+PIPELINE_HEADER = (f"{'px':>4} {'color':>5} {'augment':>7} {'processes':>9} {'readers':>7} {'faces/s':>9} "
+                   f"{'x fewest':>11} {'CPU ms/1000':>14}  faces/s of each round")
+
+
+def no_model(args) -> None:
+    import tempfile
+
+    processes = args.processes or process_counts()
+    shapes = [(size, color) for size in args.sizes for color in args.colors]
+    with tempfile.TemporaryDirectory(prefix="affectexp-input-") as folder:
+        root = Path(folder)
+        started = time.perf_counter()
+        caches = synthetic_caches(root, shapes, args.train_per_class)
+        print(f"Input pipeline alone (no model): train.py's batches of {BATCH} as fit reads them, streamed from "
+              f"HDF5 (caches of {args.train_per_class} synthetic faces per class built in "
+              f"{time.perf_counter() - started:.0f} s), {os.cpu_count()} cores (load average "
+              f"{os.getloadavg()[0]:.1f}); median of {args.rounds} rounds of at least {args.seconds} s per case, "
+              f"scaling: median of the rounds' ratios to {min(processes)} process(es); CPU ms/1000: this "
+              "process and its augmenting processes, per 1000 faces")
+        print(PIPELINE_HEADER, flush=True)
+        for size, color in shapes:
+            for row in pipeline_rates(root, caches[size, color], size, color, args.augmentations, processes,
+                                      args.rounds, args.seconds):
+                print(format_pipeline_row(row), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=REPO, help="paths.root holding caches/ (default: the repository)")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[48, 96])
+    parser.add_argument("--no-model", action="store_true", help="the input pipeline alone: faces/s delivered to fit")
+    parser.add_argument("--sizes", type=int, nargs="+", help="face sizes (default: 48 96; with --no-model 48 96 112)")
+    parser.add_argument("--colors", nargs="+", default=["gray", "rgb"], choices=["gray", "rgb"], help="--no-model")
+    parser.add_argument("--augmentations", nargs="+", default=list(AUGMENTATIONS), choices=AUGMENTATIONS,
+                        help="--no-model")
+    parser.add_argument("--processes", type=int, nargs="+",
+                        help="--no-model: counts of augmenting processes (default: 1, 2, 4, ... up to the cores)")
+    parser.add_argument("--seconds", type=float, default=1.0,
+                        help="--no-model: timed seconds (at least) of each case in each round")
+    parser.add_argument("--train-per-class", type=int, default=400,
+                        help="--no-model: synthetic faces per expression (400: 1800 train faces in basic5)")
     parser.add_argument("--steps", type=int, default=30, help="training steps per fit (each case, each round)")
-    parser.add_argument("--rounds", type=int, default=24, help="alternating rounds of the inputs")
+    parser.add_argument("--rounds", type=int, help="alternating rounds of the inputs (default: 24; --no-model 5)")
     parser.add_argument("--child-rss", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_rss:
         return peak_rss_child(args.child_rss, args.root)
+    if args.no_model:
+        args.sizes, args.rounds = args.sizes or [48, 96, 112], args.rounds or 5
+        return no_model(args)
+    args.sizes, args.rounds = args.sizes or [48, 96], args.rounds or 24
 
     print(f"Training input benchmark: simple_cnn, batch {BATCH}, median step time over {args.rounds} alternating "
           f"rounds of {args.steps} steps per input")

@@ -201,3 +201,41 @@ def test_a_head_is_checked_before_training(tmp_path):
         built(tmp_path, ["trainer.objective=val_ccc_valence"])
     with pytest.raises(ConfigError, match=r"head\.affect_weight: -1"):
         built(tmp_path, ["head=multitask", "head.affect_weight=-1"])
+
+
+@pytest.mark.parametrize("jit", ["true", "false", "null"])
+def test_jit_compile_reaches_the_compiled_model(jit, tmp_path):
+    model, _ = built(tmp_path, [f"trainer.jit_compile={jit}", "model.widths=[8,16]", "model.dense_units=16"])
+    # null is Keras' "auto", which turns XLA off on a machine without a GPU (this one).
+    assert model.jit_compile is {"true": True, "false": False, "null": False}[jit]
+    model.train_on_batch(faces(4), np.arange(4) % len(CLASSES))
+
+
+def test_auto_precision_is_float32_without_a_gpu(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    assert not tf.config.list_physical_devices("GPU")  # what this test is about
+    model, _ = built(tmp_path, ["trainer.precision=auto", "model.widths=[8,16]", "model.dense_units=16"])
+    conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+    assert conv.compute_dtype == "float32"
+
+
+def test_auto_precision_is_mixed_float16_when_every_gpu_has_tensor_cores(monkeypatch):
+    """What auto picks from the GPUs' compute capabilities, read through TensorFlow's own calls."""
+    import tensorflow as tf
+
+    from affectexp.training.runtime import resolve_precision
+
+    def machine(capabilities):
+        monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: list(capabilities))
+        monkeypatch.setattr(tf.config.experimental, "get_device_details",
+                            lambda gpu: {"compute_capability": gpu} if gpu else {})
+        return resolve_precision("auto")
+
+    assert machine([(9, 0)]) == "mixed_float16"  # H100/H200
+    assert machine([(8, 0), (7, 0)]) == "mixed_float16"
+    assert machine([(9, 0), (6, 1)]) == "float32"  # one Pascal card: no tensor cores
+    assert machine([None]) == "float32"  # capability unknown
+    assert machine([]) == "float32"
+    assert resolve_precision("mixed_bfloat16") == "mixed_bfloat16"

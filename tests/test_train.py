@@ -191,6 +191,22 @@ def test_mirrored_strategy_trains_on_two_replicas(built_cache):
     assert run.info.status == "FINISHED" and run.data.params["trainer.strategy"] == "mirrored"
 
 
+@pytest.mark.parametrize("overrides", [["trainer.precision=auto", "trainer.jit_compile=true"],
+                                       ["trainer.precision=mixed_bfloat16", "trainer.jit_compile=false"]])
+def test_precision_and_jit_settings_train_and_are_logged(built_cache, overrides):
+    from affectexp.tasks.train import train
+
+    name = "precision_" + overrides[0].split("=")[1]
+    cfg = train_config(built_cache[1], [*overrides, "trainer.epochs=1", "trainer.steps_per_epoch=3",
+                                        f"logger.run_name={name}"])
+    train(cfg)
+    [run] = runs_named(cfg, name)
+    assert run.info.status == "FINISHED" and {"train/loss", "val/accuracy"} <= set(run.data.metrics)
+    for override in overrides:
+        key, value = override.split("=")
+        assert run.data.params[key].lower() == value  # booleans are logged as Python writes them
+
+
 def test_cache_size_must_match_the_cache(built_cache):
     from affectexp.tasks.train import train
 

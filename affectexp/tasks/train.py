@@ -245,7 +245,7 @@ class PlainMetricNames(keras.callbacks.Callback):
 
 def build_model(settings: TrainConfig, face_shape, num_classes: int, steps_per_epoch: int) -> keras.Model:
     """The configured model (settings.model's `_target_` builder) in trainer.precision, compiled
-    with the configured optimizer and loss.
+    with the configured optimizer and loss, XLA-compiled as trainer.jit_compile says.
 
     Call it inside the distribution strategy's scope (see fit) for the variables to be mirrored.
     """
@@ -266,7 +266,8 @@ def build_model(settings: TrainConfig, face_shape, num_classes: int, steps_per_e
         loss_weights = {name: weights[name] for name in head.outputs}
         metrics = {"expression": ["accuracy"]}
     model.compile(optimizer=build_optimizer(settings.optimizer, steps_per_epoch, trainer.epochs), loss=loss,
-                  loss_weights=loss_weights, metrics=metrics)
+                  loss_weights=loss_weights, metrics=metrics,
+                  jit_compile="auto" if trainer.jit_compile is None else trainer.jit_compile)
     return model
 
 

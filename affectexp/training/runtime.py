@@ -35,15 +35,34 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     raise ValueError(f"trainer.strategy: unknown strategy {name!r}; choose from ['default', 'mirrored']")
 
 
+# Tensor cores (float16 matrix units) arrived with compute capability 7.0 (Volta).
+TENSOR_CORE_CAPABILITY = (7, 0)
+
+
+def resolve_precision(name: str) -> str:
+    """The Keras dtype policy for `trainer.precision`: "auto" is mixed_float16 when this machine
+    has GPUs and every one has tensor cores (on other devices float16 is slower than float32),
+    else float32; any other name is itself."""
+    if name != "auto":
+        return name
+    gpus = tf.config.list_physical_devices("GPU")
+    capabilities = [tf.config.experimental.get_device_details(gpu).get("compute_capability") for gpu in gpus]
+    chosen = "mixed_float16" if gpus and all(c is not None and tuple(c) >= TENSOR_CORE_CAPABILITY
+                                             for c in capabilities) else "float32"
+    log.info("trainer.precision=auto: %s (GPU compute capabilities: %s)", chosen, capabilities or "no GPU")
+    return chosen
+
+
 @contextlib.contextmanager
 def dtype_policy(name: str) -> Iterator[None]:
-    """Layers created inside use the Keras dtype policy `name` ("float32", "mixed_float16", ...).
+    """Layers created inside use the Keras dtype policy for `name` ("float32", "mixed_float16",
+    "auto": resolve_precision).
 
     Under a mixed policy layers compute in 16 bits and keep float32 weights; Keras wraps the
     optimizer in a LossScaleOptimizer for mixed_float16 at compile time.
     """
     previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(name)
+    keras.mixed_precision.set_global_policy(resolve_precision(name))
     try:
         yield
     finally:
