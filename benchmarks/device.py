@@ -124,14 +124,14 @@ def on_device_batches(faces, labels, batch: int, weights: dict[int, float], to_d
     return dataset.prefetch(4)
 
 
-def measure(model, feed, batch: int, steps: int, gpu: GpuSampler, class_weight=None) -> tuple[float, float | None]:
+def measure(model, feed, batch: int, steps: int, gpu: GpuSampler) -> tuple[float, float | None]:
     """(images/s, mean GPU utilisation %) of `steps` training steps of `model` on `feed`, timed
     after SKIP_STEPS steps; a short fit before it compiles the step for this input outside the
     timing."""
-    model.fit(feed, epochs=1, steps_per_epoch=train_input.SKIP_STEPS, verbose=0, class_weight=class_weight,
+    model.fit(feed, epochs=1, steps_per_epoch=train_input.SKIP_STEPS, verbose=0,
               shuffle=False)
     window = timed_window()
-    model.fit(feed, epochs=1, steps_per_epoch=steps, verbose=0, class_weight=class_weight, shuffle=False,
+    model.fit(feed, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False,
               callbacks=[window])
     seconds = window.end - window.start
     return (steps - train_input.SKIP_STEPS) * batch / seconds, gpu.mean(window.start, window.end)
@@ -179,7 +179,7 @@ def run_group(root: Path, caches, case, batch: int, seconds: float, fewest: int,
         for feed in FEEDS:
             note = ""
             if feed == "a":
-                batches, class_weight = on_device_batches(faces, labels[:count], batch, weights), None
+                batches = on_device_batches(faces, labels[:count], batch, weights)
                 try:  # compiles the step, and tells how many steps make `seconds`
                     probe, _ = measure(model, batches, batch, train_input.SKIP_STEPS + 5, gpu)
                     steps = timed_steps(probe, batch, seconds, fewest, most)
@@ -189,11 +189,11 @@ def run_group(root: Path, caches, case, batch: int, seconds: float, fewest: int,
             else:
                 augmentation = "strong" if feed == "c" else "none"
                 feed_settings = train_input.compose(root, size, overrides, augmentation, model_name)
-                batches, val = make_batches(cache, feed_settings.trainer, feed_settings.augmentation.transform)
+                batches, val = make_batches(cache, feed_settings.trainer, feed_settings.augmentation.transform,
+                                           tuple(feed_settings.head.outputs))
                 val.close()
-                class_weight = weights
             try:
-                rates[feed], utilisation = measure(model, batches, batch, steps, gpu, class_weight)
+                rates[feed], utilisation = measure(model, batches, batch, steps, gpu)
                 report(case, feed, rates[feed], rates[feed] / rates["a"] if feed != "a" and "a" in rates else None,
                        utilisation, f"{steps} steps" + (f"; {note}" if note else ""))
             except Exception as error:  # noqa: BLE001  (the row says what failed; the run goes on)

@@ -261,13 +261,13 @@ class FitFeed:
         # What fit wraps a PyDataset in (Keras' own, not public API).
         from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
 
-        from affectexp.tasks.train import loss_class_weights, make_batches
+        from affectexp.tasks.train import make_batches
 
         trainer = settings.trainer
-        self.batches, val = make_batches(cache, trainer, settings.augmentation.transform)
+        self.batches, val = make_batches(cache, trainer, settings.augmentation.transform, tuple(settings.head.outputs))
         val.close()
-        weights = loss_class_weights(str(trainer.balance), self.batches.labels, len(cache.class_names))
-        self.adapter = PyDatasetAdapter(self.batches, class_weight=weights, shuffle=False)
+        # The batches carry trainer.balance's class weights as per-row weights themselves.
+        self.adapter = PyDatasetAdapter(self.batches, shuffle=False)
         self.dataset = self.adapter.get_tf_dataset()
 
     def epoch(self, epoch: int) -> tuple[int, float, float]:

@@ -47,7 +47,7 @@ def test_device_cases_run_the_baseline_first_and_xla_last():
 
 @pytest.mark.slow
 def test_no_model_mode_measures_every_case(tmp_path):
-    result = run_script("benchmarks/train_input.py", "--no-model", "--sizes", "32", "--colors", "gray", "rgb",
+    result = run_script(str(REPO / "benchmarks/train_input.py"), "--no-model", "--sizes", "32", "--colors", "gray", "rgb",
                         "--augmentations", "none", "light", "--processes", "1", "2", "--rounds", "2",
                         "--seconds", "0.05", "--train-per-class", "60", cwd=tmp_path)
     rows = [line.split() for line in result.stdout.splitlines() if line.strip().startswith("32 ")]
