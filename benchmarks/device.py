@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/device.py            # at most about 8 minutes (--budget), GPU machine
     .venv/bin/python benchmarks/device.py --quick    # every case for a few steps at 32 px, batch 16 (a CPU is enough)
+    .venv/bin/python benchmarks/device.py --quick --models simple_cnn    # its cases only (minutes on a CPU)
 
 Prepares its own data in a throwaway folder (the synthetic set, preprocess.py caches of 96 px
 grey and 224 px RGB faces), then prints one table: training images/s of simple_cnn, resnet,
@@ -213,6 +214,8 @@ def main() -> None:
                         help="timed seconds per fit, about (at (a)'s speed; --quick: a few steps instead)")
     parser.add_argument("--stream-faces", type=int, default=16000,
                         help="train faces of the streamed caches (the synthetic set's, repeated): a fit's most steps")
+    parser.add_argument("--models", nargs="+", choices=sorted({model for model, _, _ in SHAPES}),
+                        help="only these models' rows (default: every model's)")
     parser.add_argument("--out", type=Path, help="also write the rows here as JSON")
     args = parser.parse_args()
     from affectexp.data.cache import FaceCache
@@ -220,7 +223,8 @@ def main() -> None:
     started = time.monotonic()
     deadline = started + args.budget
     fewest = train_input.SKIP_STEPS + (2 if args.quick else 20)
-    shapes = [(model, QUICK_SIZE if args.quick else size, color) for model, size, color in SHAPES]
+    shapes = [(model, QUICK_SIZE if args.quick else size, color) for model, size, color in SHAPES
+              if not args.models or model in args.models]
     rows: list[dict] = []
 
     with tempfile.TemporaryDirectory(prefix="affectexp-device-") as folder:

@@ -61,16 +61,19 @@ def test_no_model_mode_measures_every_case(tmp_path):
 
 
 @pytest.mark.slow
-def test_device_script_quick_runs_every_case_on_cpu(tmp_path):
+def test_device_script_quick_runs_every_case_of_a_model_on_cpu(tmp_path):
+    # One model (the cheapest) keeps it to minutes on a CPU: every feed, precision and XLA case of it.
     out = tmp_path / "rows.json"
-    result = run_script(str(REPO / "benchmarks/device.py"), "--quick", "--budget", "100000", "--out", str(out),
-                        cwd=tmp_path)
+    result = run_script(str(REPO / "benchmarks/device.py"), "--quick", "--models", "simple_cnn", "--budget", "100000",
+                        "--out", str(out), cwd=tmp_path)
     assert "nvidia-smi not found" in result.stdout
     rows = json.loads(out.read_text())
     training = [row for row in rows if not row.get("ceiling")]
+    shapes = [shape for shape in device.SHAPES if shape[0] == "simple_cnn"]
     expected = {(model, device.QUICK_SIZE, color, feed, precision, jit)
-                for model, _, color, precision, jit in device.training_cases(device.SHAPES, device.PRECISIONS)
+                for model, _, color, precision, jit in device.training_cases(shapes, device.PRECISIONS)
                 for feed in device.FEEDS}
+    assert len(expected) == 4 * 3  # 2 precisions x with and without XLA, 3 feeds
     assert {(r["model"], r["px"], r["color"], r["feed"], r["precision"], r["jit"]) for r in training} == expected
     assert len(training) == len(expected)
     for row in training:
@@ -80,7 +83,7 @@ def test_device_script_quick_runs_every_case_on_cpu(tmp_path):
     assert len(printed) == len(expected)
     ceiling = [row for row in rows if row.get("ceiling")]
     assert {(row["px"], row["color"], row["augmentation"]) for row in ceiling} == {
-        (device.QUICK_SIZE, color, augmentation) for color in ("gray", "rgb") for augmentation in ("none", "strong")}
+        (device.QUICK_SIZE, "gray", augmentation) for augmentation in ("none", "strong")}
     assert all(row["faces_per_s"] > 0 for row in ceiling)
 
 

@@ -28,7 +28,10 @@ def test_mlflow_run_pipeline_gives_one_run_with_its_three_steps_as_children(tmp_
                "-P", "threshold=0.0"]
     # --env-manager local runs the project's `python` from PATH: this environment's, as once activated.
     path = f"{mlflow_cli.parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "PATH": path, "MLFLOW_TRACKING_URI": tracking_uri, "NO_ALBUMENTATIONS_UPDATE": "1"}
+    # Without MLflow's variables from this process: mlflow.set_experiment in an earlier test exports
+    # MLFLOW_EXPERIMENT_ID, which `mlflow run` would read as a second experiment option.
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env = {**inherited, "PATH": path, "MLFLOW_TRACKING_URI": tracking_uri, "NO_ALBUMENTATIONS_UPDATE": "1"}
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
 

@@ -63,11 +63,12 @@ def output_heads(features, num_classes: int, dropout: float, outputs: Sequence[s
 
 def head_outputs(model: keras.Model) -> tuple[str, ...]:
     """The outputs (HEAD_OUTPUTS) a built or loaded model ends in. A model of one output named
-    otherwise (a bare Keras model of someone else's) is taken for class probabilities."""
-    names = tuple(model.output_names)
-    if set(names) <= set(HEAD_OUTPUTS):
+    otherwise (a bare Keras model of someone else's, or a Sequential one, which has no output names)
+    is taken for class probabilities."""
+    names = tuple(getattr(model, "output_names", None) or ())
+    if names and set(names) <= set(HEAD_OUTPUTS):
         return tuple(name for name in HEAD_OUTPUTS if name in names)
-    if len(names) == 1:
+    if len(names) == 1 or (not names and len(model.outputs) == 1):
         return ("expression",)
     raise ValueError(f"the model's outputs {list(names)} are not {list(HEAD_OUTPUTS)}")
 
