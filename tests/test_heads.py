@@ -175,3 +175,67 @@ def test_evaluate_py_reports_the_affect_metrics(multitask):
         assert run.data.metrics[metric] == pytest.approx(train_run.data.metrics[metric], abs=1e-5)
     assert run.data.params["model.outputs"] == '["expression", "affect"]'
     assert "test_affect_scatter.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def test_predict_py_writes_valence_and_arousal_and_reproduces_the_test_metrics(multitask, synthetic_root, tmp_path,
+                                                                               caplog):
+    """predict.py on the test list with the multi-task model: a row per face with its class
+    probabilities, valence and arousal and the list's own, from which the run's test accuracy and
+    valence CCC come back, and a closing line that reports them."""
+    import csv
+    import logging
+    import re
+
+    from affectexp.tasks.predict import predict
+    from affectexp.training.metrics import ccc
+
+    _, train_cfg, run = multitask
+    output = tmp_path / "faces.csv"
+    cfg = compose_config("predict", train_cfg.paths.root, [
+        f"model_uri=runs:/{run.info.run_id}/model", f"logger.tracking_uri={train_cfg.logger.tracking_uri}",
+        f"inputs={synthetic_root / 'Manually_Annotated_file_lists' / 'validation.csv'}",
+        f"images_dir={synthetic_root / 'Manually_Annotated_Images'}", f"output={output}"])
+    with caplog.at_level(logging.INFO, logger="affectexp"):
+        predict(cfg)
+    with open(output, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    names = list(train_cfg.classes.names)
+    assert list(rows[0])[8:] == ["predicted", "confidence", *(f"p_{name}" for name in names), "valence", "arousal",
+                                 "true_class", "row", "true_valence", "true_arousal"]
+    known = [row for row in rows if row["true_class"] in names]
+    with FaceCache(train_cfg.cache.path) as cache:
+        assert len(known) == cache.split_size("test")
+    metrics = run.data.metrics
+    assert np.mean([row["predicted"] == row["true_class"] for row in known]) == pytest.approx(
+        metrics["test/accuracy"], abs=1e-9)
+    true = np.array([[float(row["true_valence"]), float(row["true_arousal"])] for row in known])
+    predicted = np.array([[float(row["valence"]), float(row["arousal"])] for row in known])
+    assert np.all(np.abs(predicted) <= 1)  # tanh
+    assert ccc(true[:, 0], predicted[:, 0]) == pytest.approx(metrics["test/ccc_valence"], abs=1e-4)
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Valence and arousal on")]
+    reported = re.search(rf"on {len(known)} and {len(known)} annotated list rows: CCC ([-.\d]+) and ([-.\d]+)", line)
+    assert reported, line
+    assert float(reported[1]) == pytest.approx(metrics["test/ccc_valence"], abs=2e-4)
+    assert float(reported[2]) == pytest.approx(metrics["test/ccc_arousal"], abs=2e-4)
+
+
+def test_the_tflite_export_of_the_multitask_model_gives_both_outputs_as_keras(multitask, tmp_path):
+    import mlflow
+
+    from affectexp.inference.export import TfliteModel, export_model
+    from affectexp.inference.model import load_face_model
+
+    _, cfg, run = multitask
+    mlflow.set_tracking_uri(cfg.logger.tracking_uri)
+    model = load_face_model(f"runs:/{run.info.run_id}/model")
+    path = export_model(model, "tflite", tmp_path / "tflite")
+    description = json.loads((tmp_path / "tflite" / "model.json").read_text())
+    assert description["outputs"] == ["expression", "affect"]
+    assert description["affect_columns"] == ["valence", "arousal"]
+    with FaceCache(cfg.cache.path) as cache:
+        faces = cache.read_faces("test", 0, 37)  # not a multiple of anything: the signature resizes
+    exported, expected = TfliteModel(path).predict_outputs(faces), model.predict_outputs(faces)
+    assert set(exported) == {"expression", "affect"}
+    for name in expected:
+        assert exported[name].shape == expected[name].shape
+        np.testing.assert_allclose(exported[name], expected[name], atol=1e-4, err_msg=name)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-import select
+import queue
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -199,20 +200,31 @@ def free_port() -> int:
 
 def wait_for_line(process: subprocess.Popen, text: str, seconds: float) -> None:
     """Read the process's stderr until a line holds `text` (the moment it is ready); fail if it
-    exits first. `seconds` bounds a hang, it is not a wait: this returns as soon as the line comes."""
+    exits first. `seconds` bounds a hang, it is not a wait: this returns as soon as the line comes.
+
+    A thread reads the lines (select() on the pipe would not see lines already in the file's
+    buffer) and goes on reading after the line came, so that the server never blocks on a full pipe.
+    """
+    lines: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        for line in process.stderr:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
     deadline = time.monotonic() + seconds
     seen = []
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stderr], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            break
-        line = process.stderr.readline()
-        if not line:
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"no {text!r} within {seconds} s: {''.join(seen[-20:])}") from None
+        if line is None:
             raise AssertionError(f"the server exited before saying {text!r}: {''.join(seen[-20:])}")
         seen.append(line)
         if text in line:
             return
-    raise AssertionError(f"no {text!r} within {seconds} s: {''.join(seen[-20:])}")
 
 
 def test_mlflow_serves_the_registered_model(trained, model_uri, tmp_path):

@@ -51,6 +51,7 @@ class ListedFace:
     box: tuple[float, float, float, float]
     face: np.ndarray
     true_class: str  # AffectNet's expression name of the row's code
+    true_affect: tuple[float, float]  # the row's valence and arousal, NOT_ANNOTATED (-2) where it has none
 
 
 def is_annotation_list(path: Path) -> bool:
@@ -126,7 +127,8 @@ def listed_faces(csv_path: Path, images_dir: Path, spec: FaceSpec) -> Iterator[L
             except FaceError as error:
                 yield Unreadable(row.path, str(error))
                 continue
-            yield ListedFace(row.path, row.row_id, box, face, AFFECTNET_EXPRESSIONS[int(row.expression)])
+            yield ListedFace(row.path, row.row_id, box, face, AFFECTNET_EXPRESSIONS[int(row.expression)],
+                             (float(row.valence), float(row.arousal)))
 
 
 def relative_source(source: str, root: Path) -> str:

@@ -1,5 +1,6 @@
 """predict.py's task: a logged model on photos, folders, videos or an AffectNet-style list, one
-output row per face; or the model exported (export=tflite|saved_model).
+output row per face (its class probabilities, and its valence and arousal for a model with
+those outputs); or the model exported (export=tflite|saved_model).
 
 Faces in photos and video frames are found by the configured detector (conf/detector/) and cut
 out with the model's own face spec (data/faces.cut_face, as preprocessing cut the training
@@ -27,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from affectexp.config import PredictConfig, check_values
+from affectexp.data.affectnet_layout import NOT_ANNOTATED
 from affectexp.data.faces import FaceError, FaceSpec, cut_face, expand_box, eye_line_angle
 from affectexp.data.labels import canonical_name, expression_code_of_name
 from affectexp.errors import ConfigError, UserInputError
@@ -34,7 +36,8 @@ from affectexp.inference.detectors import FaceDetector
 from affectexp.inference.export import export_model
 from affectexp.inference.inputs import (VIDEO_SUFFIXES, Frame, Unreadable, frames, input_files, is_annotation_list,
                                         listed_faces, relative_source)
-from affectexp.inference.model import URI_FORMS, FaceModel, load_face_model
+from affectexp.inference.model import AFFECT_COLUMNS, URI_FORMS, FaceModel, load_face_model
+from affectexp.training.metrics import affect_metrics
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,7 @@ class Image:
     faces: list[FoundFace]
     true_class: str = ""  # a list's label, or the photo's folder when it is named after an expression
     row: str = ""  # <list file>:<line> for a list's face
+    true_affect: tuple[float, float] | None = None  # a list's valence and arousal (NOT_ANNOTATED where none)
     pixels: np.ndarray | None = None  # RGB, kept only to be rendered
 
 
@@ -70,6 +74,8 @@ class Tally:
     unreadable: list[Unreadable] = field(default_factory=list)
     labelled: int = 0  # photos (or list rows) with a true class the model knows
     correct: int = 0  # of those, the ones whose best face is predicted as that class
+    affect_true: list[tuple[float, float]] = field(default_factory=list)  # of those, a list's valence and arousal
+    affect_predicted: list[np.ndarray] = field(default_factory=list)  # and its face's predicted ones
 
 
 def predict(cfg: DictConfig) -> int:
@@ -96,7 +102,7 @@ def predict(cfg: DictConfig) -> int:
     started = time.perf_counter()
     output = Path(config.output)
     write_predictions(output, model, found_faces(inputs, config, model.face_spec, detector, tally), config, tally)
-    report(tally, output, inputs, time.perf_counter() - started)
+    report(tally, model.outputs, output, inputs, time.perf_counter() - started)
     return tally.faces
 
 
@@ -110,7 +116,8 @@ def found_faces(inputs: Path, config: PredictConfig, spec: FaceSpec, detector: F
                 tally.unreadable.append(item)
                 continue
             tally.images += 1
-            yield Image(item.source, 0, [FoundFace(item.box, math.nan, item.face)], item.true_class, item.row)
+            yield Image(item.source, 0, [FoundFace(item.box, math.nan, item.face)], item.true_class, item.row,
+                        true_affect=item.true_affect)
         return
     for item in frames(input_files(inputs), config.video.every_n_frames):
         if isinstance(item, Unreadable):
@@ -154,8 +161,12 @@ def write_predictions(output: Path, model: FaceModel, images: Iterator[Image], c
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".partial")
     names = model.class_names
-    columns = ["source", "frame", "face", "x", "y", "w", "h", "score", "predicted", "confidence",
-               *(f"p_{name}" for name in names), "true_class", "row"]
+    affect = "affect" in model.outputs
+    columns = ["source", "frame", "face", "x", "y", "w", "h", "score",
+               *(["predicted", "confidence", *(f"p_{name}" for name in names)] if "expression" in model.outputs
+                 else []),
+               *(AFFECT_COLUMNS if affect else ()), "true_class", "row",
+               *(f"true_{column}" for column in (AFFECT_COLUMNS if affect else ()))]
     root = Path(config.inputs)
     renderer = Renderer(Path(config.render_dir), root) if config.render else None
     try:
@@ -164,17 +175,19 @@ def write_predictions(output: Path, model: FaceModel, images: Iterator[Image], c
             writer.writerow(columns)
             for batch in batches(images, 1 if renderer else config.batch_size):
                 faces = [face.face for image in batch for face in image.faces]
-                probabilities = model.predict(np.stack(faces), config.batch_size) if faces else np.zeros((0, 0))
+                predicted = model.predict_outputs(np.stack(faces), config.batch_size) if faces else {}
                 start = 0
                 for image in batch:
-                    scored = probabilities[start:start + len(image.faces)]
+                    scored = {name: values[start:start + len(image.faces)] for name, values in predicted.items()}
                     start += len(image.faces)
                     score_labelled(image, scored, names, tally)
                     source = relative_source(image.source, root)
-                    for index, (face, p) in enumerate(zip(image.faces, scored)):
+                    truth = [] if not affect else ["" if value is None or value == NOT_ANNOTATED else f"{value:.5f}"
+                                                   for value in image.true_affect or (None, None)]
+                    for index, face in enumerate(image.faces):
                         writer.writerow([source, image.frame, index, *(f"{v:.1f}" for v in face.box),
-                                         f"{face.score:.4f}", names[int(p.argmax())], f"{p.max():.4f}",
-                                         *(f"{v:.5f}" for v in p), image.true_class, image.row])
+                                         f"{face.score:.4f}", *prediction_cells(scored, index, names),
+                                         image.true_class, image.row, *truth])
                     if renderer:
                         renderer.add(image, scored, names)
                 tally.faces += len(faces)
@@ -184,6 +197,30 @@ def write_predictions(output: Path, model: FaceModel, images: Iterator[Image], c
         partial.unlink(missing_ok=True)
         if renderer:
             renderer.close()
+
+
+def prediction_cells(scored: dict[str, np.ndarray], index: int, names: list[str]) -> list[str]:
+    """One face's predicted class, its confidence and every class's probability (a model with
+    the "expression" output), then its valence and arousal (one with "affect"), as CSV cells."""
+    cells = []
+    if "expression" in scored:
+        p = scored["expression"][index]
+        cells += [names[int(p.argmax())], f"{p.max():.4f}", *(f"{v:.5f}" for v in p)]
+    if "affect" in scored:
+        cells += [f"{v:.5f}" for v in scored["affect"][index]]
+    return cells
+
+
+def face_label(scored: dict[str, np.ndarray], index: int, names: list[str]) -> str:
+    """What a rendered photo says beside a face: "happy 0.92", "v +0.41 a -0.12", or both."""
+    parts = []
+    if "expression" in scored:
+        p = scored["expression"][index]
+        parts.append(f"{names[int(p.argmax())]} {p.max():.2f}")
+    if "affect" in scored:
+        valence, arousal = scored["affect"][index]
+        parts.append(f"v {valence:+.2f} a {arousal:+.2f}")
+    return " ".join(parts)
 
 
 def batches(images: Iterator[Image], faces_per_batch: int) -> Iterator[list[Image]]:
@@ -199,13 +236,18 @@ def batches(images: Iterator[Image], faces_per_batch: int) -> Iterator[list[Imag
         yield batch
 
 
-def score_labelled(image: Image, probabilities: np.ndarray, names: list[str], tally: Tally) -> None:
+def score_labelled(image: Image, scored: dict[str, np.ndarray], names: list[str], tally: Tally) -> None:
     """Count a labelled photo (or list row) whose class the model knows: correct when its best
-    face is predicted as that class, wrong when it is not, or when no face was found in it."""
+    face is predicted as that class, wrong when it is not, or when no face was found in it. A
+    list row's valence and arousal are kept beside its face's predicted ones."""
     if image.true_class not in names:
         return
     tally.labelled += 1
-    tally.correct += bool(image.faces) and names[int(probabilities[0].argmax())] == image.true_class
+    if "expression" in scored:
+        tally.correct += bool(image.faces) and names[int(scored["expression"][0].argmax())] == image.true_class
+    if "affect" in scored and image.true_affect is not None and image.faces:
+        tally.affect_true.append(image.true_affect)
+        tally.affect_predicted.append(scored["affect"][0])
 
 
 class Renderer:
@@ -216,15 +258,15 @@ class Renderer:
         self.folder, self.root = folder, root
         self.videos: dict[str, cv2.VideoWriter] = {}
 
-    def add(self, image: Image, probabilities: np.ndarray, names: list[str]) -> None:
+    def add(self, image: Image, scored: dict[str, np.ndarray], names: list[str]) -> None:
         if image.pixels is None:  # a list row: there is no photo to draw on
             return
         drawn = cv2.cvtColor(image.pixels, cv2.COLOR_RGB2BGR)
         thickness = max(1, round(min(drawn.shape[:2]) / 200))
-        for face, p in zip(image.faces, probabilities):
+        for index, face in enumerate(image.faces):
             x, y, w, h = (int(round(v)) for v in face.box)
             cv2.rectangle(drawn, (x, y), (x + w, y + h), (0, 255, 0), thickness)
-            label = f"{names[int(p.argmax())]} {p.max():.2f}"
+            label = face_label(scored, index, names)
             scale = max(0.4, w / 200)
             (text_w, text_h), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
             top = max(y - text_h - 4, 0)
@@ -249,14 +291,21 @@ class Renderer:
             writer.release()
 
 
-def report(tally: Tally, output: Path, inputs: Path, seconds: float) -> None:
-    """The closing summary; unreadable inputs listed in <output>.unreadable.csv."""
+def report(tally: Tally, outputs: tuple[str, ...], output: Path, inputs: Path, seconds: float) -> None:
+    """The closing summary (accuracy, and CCC and RMSE of valence and arousal, on labelled
+    inputs the model's outputs can be scored on); unreadable inputs listed in <output>.unreadable.csv."""
     rate = tally.faces / seconds if seconds > 0 else float("nan")
     log.info("%d faces in %d photos or frames (%d without a face found), %.1f faces/s: %s", tally.faces,
              tally.images, tally.faceless, rate, output)
-    if tally.labelled:
+    if tally.labelled and "expression" in outputs:
         log.info("Accuracy on %d labelled inputs (a photo whose face was not found counts as wrong): %.4f",
                  tally.labelled, tally.correct / tally.labelled)
+    if tally.affect_true:
+        metrics = affect_metrics(np.array(tally.affect_true), np.array(tally.affect_predicted), NOT_ANNOTATED)
+        log.info("Valence and arousal on %d and %d annotated list rows: CCC %s and %s, RMSE %s and %s",
+                 metrics["annotated_valence"], metrics["annotated_arousal"],
+                 *(f"{metrics[key]:.4f}" if key in metrics else "-"
+                   for key in ("ccc_valence", "ccc_arousal", "rmse_valence", "rmse_arousal")))
     listing = output.with_name(output.stem + ".unreadable.csv")
     if tally.unreadable:
         with open(listing, "w", newline="") as handle:
