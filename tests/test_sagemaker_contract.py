@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from affectexp.pipelines.contract import ROOT_ENV, container_overrides
+from affectexp.processes import STOP_AT_ENV
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SIZE = 24
@@ -70,6 +72,59 @@ def test_hyperparameters_become_overrides_from_the_file_or_the_variables(tmp_pat
     found = container_overrides("train", {ROOT_ENV: str(tmp_path), "SM_HP_OPTIMIZER.LR": "0.01",
                                           "SM_MODEL_DIR": "/m", "SM_OUTPUT_DATA_DIR": "/o"})
     assert list(found) == ["model_dir=/m", "report_dir=/o", "optimizer.lr=0.01"]
+
+
+def test_a_training_job_s_checkpoint_folder_holds_its_run_folders(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    found = container_overrides("train", {ROOT_ENV: str(tmp_path), "TRAINING_JOB_NAME": "job-1"})
+    assert found[f"paths.runs_dir={tmp_path}/checkpoints"] == "the job's checkpoint folder"
+    assert not [o for o in container_overrides("preprocess", {ROOT_ENV: str(tmp_path)}) if "runs_dir" in o]
+
+
+@pytest.mark.slow
+def test_a_restarted_training_job_continues_its_mlflow_run_from_the_checkpoint_folder(built_cache, tmp_path):
+    """A spot interruption: train.py killed (-9) after its first epoch's commit, its instance and
+    work folder gone, the checkpoint folder brought back as SageMaker restores it from S3; the
+    restarted job ends the same MLflow run, each epoch logged once."""
+    from mlflow.tracking import MlflowClient
+
+    from conftest import TEST_PER_CLASS, TRAIN_PER_CLASS
+
+    _, cache_cfg = built_cache
+    job = tmp_path / "training-job"
+    (job / "input/data/cache").mkdir(parents=True)
+    shutil.copy(cache_cfg.cache.path, job / "input/data/cache")
+    (job / "checkpoints").mkdir()
+    tracking = tmp_path / "tracking"  # the MLflow server and its artifact store, outside the instance
+    hyperparameters = dict(arg.split("=", 1) for arg in [*TINY, "trainer.epochs=2", "trainer.steps_per_epoch=3"])
+    hyperparameters.update({"dataset.train_per_class": TRAIN_PER_CLASS, "dataset.test_per_class": TEST_PER_CLASS,
+                            "cache.size": 48, "logger.tracking_uri": f"sqlite:///{tracking}/mlflow.db",
+                            "logger.artifact_location": str(tracking / "artifacts"), "paths.root": str(job / "work")})
+    (job / "input/config").mkdir(parents=True)
+    (job / "input/config/hyperparameters.json").write_text(json.dumps(hyperparameters))
+    tracking.mkdir()
+    env = job_env(job, TRAINING_JOB_NAME="affectexp-train-spot", SM_CHANNEL_CACHE=str(job / "input/data/cache"),
+                  SM_MODEL_DIR=str(job / "model"), SM_OUTPUT_DATA_DIR=str(job / "output/data"))
+
+    interrupted = subprocess.Popen([sys.executable, "train.py"], cwd=REPOSITORY, env={**env, STOP_AT_ENV:
+                                   "epoch_committed:1"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stopped = os.waitid(os.P_PID, interrupted.pid, os.WSTOPPED | os.WEXITED | os.WNOWAIT)  # it stops itself there
+    if stopped.si_code != os.CLD_STOPPED:
+        interrupted.wait()
+        raise AssertionError(f"train.py ended before its first epoch's commit: {interrupted.stderr.read()[-2000:]}")
+    interrupted.send_signal(signal.SIGKILL)
+    interrupted.wait()
+    interrupted.stderr.close()
+    shutil.rmtree(job / "work")  # a new instance: only what the checkpoint folder kept comes back
+    assert list((job / "checkpoints").iterdir())
+
+    result = run_entry("train.py", [], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(hyperparameters["logger.tracking_uri"])
+    [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.status == "FINISHED" and run.data.tags["affectexp.job_name"] == "affectexp-train-spot"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1, 2]
+    assert (job / "model" / "MLmodel").is_file()
 
 
 def test_a_bad_hyperparameter_is_one_line_naming_it(tmp_path):

@@ -69,6 +69,9 @@ def test_the_steps_and_their_data_dependencies(definition):
                                         "logger.tracking_uri": {"Get": "Parameters.TrackingUri"},
                                         "logger.experiment_name": {"Get": "Parameters.ExperimentName"}}
     assert "split=val" in evaluate["AppSpecification"]["ContainerArguments"]  # trainer.objective: val_accuracy
+    # The training job's checkpoint folder (its run folders) kept in S3 per execution: a restart resumes.
+    assert train["CheckpointConfig"] == {"S3Uri": {"Std:Join": {"On": "/", "Values": [
+        "s3://bucket/affectexp", {"Get": "Execution.PipelineExecutionId"}, "checkpoints"]}}}
 
 
 def test_the_condition_registers_the_model_or_fails(definition):

@@ -16,6 +16,12 @@ therefore win): the one place that knows SageMaker's folders and variables. Outs
 | `SM_OUTPUT_DATA_DIR`, `<root>/output/data` | `report_dir` (train: metrics.json, plots) |
 | `<root>/input/config/hyperparameters.json`, else `SM_HPS`, else `SM_HP_<KEY>` | one override per hyperparameter |
 | `TRAINING_JOB_NAME`, the processing job's `ProcessingJobName` | `logger.job_name` (the runs' tag) |
+| `<root>/checkpoints`, when the job has one (the estimator's `checkpoint_s3_uri`) | `paths.runs_dir` (train) |
+
+SageMaker copies the checkpoint folder to S3 while a training job runs and back onto the
+instance that restarts it (a spot interruption, a retried step): with the run folders there
+(resume state, MLflow run id), the restarted train.py continues the same MLflow run from its
+last committed epoch, as a rerun after a kill does.
 
 A processing job's folders are named in `<root>/config/processingjobconfig.json` (its inputs'
 and outputs' names and local paths), as SageMaker Processing writes it for every job. `<root>` is
@@ -127,6 +133,8 @@ def training_overrides(root: Path, environ: Mapping[str, str]) -> dict[str, str]
         overrides[override(key, environ.get(variable) or str(default))] = variable
     if environ.get("TRAINING_JOB_NAME"):
         overrides[override("logger.job_name", environ["TRAINING_JOB_NAME"])] = "TRAINING_JOB_NAME"
+    if (root / "checkpoints").is_dir():
+        overrides[override("paths.runs_dir", str(root / "checkpoints"))] = "the job's checkpoint folder"
     values, source = hyperparameters(hyperparameters_file, environ)
     overrides.update({text: f"a hyperparameter ({source})" for text in hyperparameter_overrides(values, source)})
     return overrides

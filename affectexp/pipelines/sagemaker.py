@@ -110,6 +110,8 @@ def build_pipeline(name: str, role: str, image: str, s3_prefix: str, overrides: 
         hyperparameters={**hyperparameters(shares.train), "logger.tracking_uri": tracking_uri,
                          "logger.experiment_name": experiment},
         container_entry_point=["python", f"{APP_DIR}/train.py"], sagemaker_session=session,
+        # /opt/ml/checkpoints, kept in S3: a restarted job resumes its run (pipelines/contract.py).
+        checkpoint_s3_uri=where("checkpoints"),
         disable_profiler=True, debugger_hook_config=False)
     train = TrainingStep(STEP_NAMES["train"], step_args=estimator.fit({"cache": TrainingInput(cache_uri)}))
     model_data = train.properties.ModelArtifacts.S3ModelArtifacts
