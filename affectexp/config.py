@@ -289,7 +289,7 @@ class PredictConfig:
     detector: Any = None  # conf/detector/<name>.yaml: the face detector's class (_target_) and arguments
     model_uri: str = "???"  # runs:/<run id>/model, models:/<name>@<alias>, models:/<name>/<version>
     inputs: Optional[str] = None  # a photo, a video, a folder of them (recursively), or a .csv list with boxes
-    images_dir: Optional[str] = None  # the folder a .csv list's paths are relative to; None: the list's folder
+    images_dir: Optional[str] = None  # the folder a .csv list's paths are relative to; None: inputs.default_images_dir
     output: str = "${paths.output_dir}/predict/faces.csv"  # one row per face
     batch_size: int = 256  # faces per model call
     render: bool = False  # also write each photo (video) with boxes and predictions drawn, into render_dir

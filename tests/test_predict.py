@@ -108,6 +108,33 @@ def test_predict_py_on_the_test_list_reproduces_the_run_s_test_accuracy(trained,
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
 
 
+def test_a_list_in_affectnet_s_layout_finds_its_images_and_a_list_of_none_leaves_the_output(
+        trained, model_uri, synthetic_root, tmp_path):
+    """Without images_dir, a list in Manually_Annotated_file_lists/ reads its paths from the
+    Manually_Annotated_Images/ beside it. A list none of whose images can be read stops in one
+    line naming images_dir, and the output from before is left as it was."""
+    _, cfg, _ = trained
+    output = tmp_path / "faces.csv"
+    result = run_predict(cfg, f"model_uri={model_uri}", f"inputs={synthetic_root / LISTS / 'validation.csv'}",
+                         f"output={output}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = rows_of(output)
+    assert len(rows) == len(list_rows(synthetic_root)) and not output.with_name("faces.unreadable.csv").exists()
+
+    elsewhere = tmp_path / "lists" / "validation.csv"  # the same list, away from its images
+    elsewhere.parent.mkdir()
+    shutil.copy(synthetic_root / LISTS / "validation.csv", elsewhere)
+    before = output.read_bytes()
+    result = run_predict(cfg, f"model_uri={model_uri}", f"inputs={elsewhere}", f"output={output}")
+    printed = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in printed
+    [line] = [line for line in printed.splitlines() if "could be read" in line]
+    assert f"none of the {len(rows)} inputs of {elsewhere} could be read" in line and "missing_file" in line
+    assert "pass images_dir=" in line and f"{output} was left as it was" in line
+    assert output.read_bytes() == before
+    assert len(rows_of(output.with_name("faces.unreadable.csv"))) == len(rows)
+
+
 def test_predict_py_finds_the_known_faces_in_a_folder_of_photos(trained, model_uri, photo_folder, tmp_path):
     from affectexp.inference.detectors import iou
 

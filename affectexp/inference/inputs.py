@@ -15,7 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from affectexp.data.affectnet_layout import parse_landmarks
+from affectexp.data.affectnet_layout import (AUTOMATIC_IMAGES_DIR, AUTOMATIC_LISTS_DIR, MANUAL_IMAGES_DIR, MANUAL_LISTS_DIR,
+                                          parse_landmarks)
 from affectexp.data.faces import FaceError, FaceSpec, load_face, read_image_bytes
 from affectexp.data.labels import AFFECTNET_EXPRESSIONS
 from affectexp.data.sources.affectnet import annotation_rows, list_layout, read_annotation_list
@@ -56,6 +57,20 @@ class ListedFace:
 
 def is_annotation_list(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() == ".csv"
+
+
+# AffectNet's list folders and, beside each, the folder its lists' paths are relative to.
+LIST_IMAGES_DIRS = {MANUAL_LISTS_DIR: MANUAL_IMAGES_DIR, AUTOMATIC_LISTS_DIR: AUTOMATIC_IMAGES_DIR}
+
+
+def default_images_dir(csv_path: Path) -> Path:
+    """The folder a list's paths are relative to when images_dir is not given: the images folder
+    beside AffectNet's list folder (Manually_Annotated_file_lists/validation.csv ->
+    Manually_Annotated_Images), else the list's own folder."""
+    beside = LIST_IMAGES_DIRS.get(csv_path.parent.name)
+    if beside and (csv_path.parent.parent / beside).is_dir():
+        return csv_path.parent.parent / beside
+    return csv_path.parent
 
 
 def input_files(path: Path) -> list[Path]:

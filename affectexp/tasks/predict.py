@@ -34,8 +34,8 @@ from affectexp.data.labels import canonical_name, expression_code_of_name
 from affectexp.errors import ConfigError, UserInputError
 from affectexp.inference.detectors import FaceDetector
 from affectexp.inference.export import export_model
-from affectexp.inference.inputs import (VIDEO_SUFFIXES, Frame, Unreadable, frames, input_files, is_annotation_list,
-                                        listed_faces, relative_source)
+from affectexp.inference.inputs import (VIDEO_SUFFIXES, Frame, Unreadable, default_images_dir, frames, input_files,
+                                        is_annotation_list, listed_faces, relative_source)
 from affectexp.inference.model import AFFECT_COLUMNS, URI_FORMS, FaceModel, load_face_model
 from affectexp.training.metrics import affect_metrics
 
@@ -101,8 +101,15 @@ def predict(cfg: DictConfig) -> int:
     tally = Tally()
     started = time.perf_counter()
     output = Path(config.output)
-    write_predictions(output, model, found_faces(inputs, config, model.face_spec, detector, tally), config, tally)
+    written = write_predictions(output, model, found_faces(inputs, config, model.face_spec, detector, tally), config,
+                                tally)
     report(tally, model.outputs, output, inputs, time.perf_counter() - started)
+    if not written:
+        first = tally.unreadable[0]
+        hint = ("pass images_dir=<the folder the list's paths are relative to>" if detector is None
+                else "pass photos or videos OpenCV can read")
+        raise UserInputError(f"inputs: none of the {len(tally.unreadable)} inputs of {inputs} could be read (the first: "
+                             f"{first.source}: {first.reason}); {hint}; {output} was left as it was")
     return tally.faces
 
 
@@ -110,7 +117,7 @@ def found_faces(inputs: Path, config: PredictConfig, spec: FaceSpec, detector: F
                 tally: Tally) -> Iterator[Image]:
     """Each photo or frame with the faces the detector found in it, or each list row with its face."""
     if detector is None:
-        images_dir = Path(config.images_dir) if config.images_dir else inputs.parent
+        images_dir = Path(config.images_dir) if config.images_dir else default_images_dir(inputs)
         for item in listed_faces(inputs, images_dir, spec):
             if isinstance(item, Unreadable):
                 tally.unreadable.append(item)
@@ -155,9 +162,10 @@ def folder_class(source: str, inputs: Path) -> str:
 
 
 def write_predictions(output: Path, model: FaceModel, images: Iterator[Image], config: PredictConfig,
-                      tally: Tally) -> None:
+                      tally: Tally) -> bool:
     """Predict the faces in batches of config.batch_size (per image when rendering) and write
-    one CSV row per face; the file appears complete or not at all (written beside, then renamed)."""
+    one CSV row per face; the file appears complete or not at all (written beside, then renamed).
+    When no input could be read at all the output is left as it was: returns whether it was written."""
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".partial")
     names = model.class_names
@@ -192,7 +200,10 @@ def write_predictions(output: Path, model: FaceModel, images: Iterator[Image], c
                         renderer.add(image, scored, names)
                 tally.faces += len(faces)
                 bar.update(len(faces))
+        if tally.unreadable and not tally.images:
+            return False
         os.replace(partial, output)
+        return True
     finally:
         partial.unlink(missing_ok=True)
         if renderer:
