@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -124,6 +126,19 @@ def wait_until_ended(pids: set[int], seconds: float = 20.0) -> set[int]:
     while time.monotonic() < deadline and any(running(pid) for pid in pids):
         time.sleep(0.05)
     return {pid for pid in pids if running(pid)}
+
+
+def wait_until_stopped(process: subprocess.Popen, stop_at: str) -> None:
+    """Block until train.py has stopped itself at `stop_at` (or fail if it ended first).
+
+    waitid reports the child's stop itself, so nothing polls; WNOWAIT leaves its later exit
+    to Popen.wait.
+    """
+    info = os.waitid(os.P_PID, process.pid, os.WSTOPPED | os.WEXITED | os.WNOWAIT)
+    if info.si_code != os.CLD_STOPPED:
+        process.wait()
+        raise AssertionError(f"train.py ended (exit {process.returncode}) before reaching {stop_at}: "
+                             f"{process.stdout.read().decode()[-2000:]}")
 
 
 def pytest_collection_modifyitems(items):

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import TINY_MODEL, compose_config, default_ctrl_c, running, wait_until_ended, worker_pids
+from conftest import (TINY_MODEL, compose_config, default_ctrl_c, running, wait_until_ended, wait_until_stopped,
+                      worker_pids)
 
 REPO = Path(__file__).resolve().parents[1]
 # Deterministic on CPU, so the killed-and-resumed run must give the uninterrupted run's weights.
@@ -65,19 +66,6 @@ def start_train(cfg, stop_at: str) -> subprocess.Popen:
     env = {**os.environ, "AFFECTEXP_STOP_AT": stop_at}
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, preexec_fn=default_ctrl_c,
                             stderr=subprocess.STDOUT)  # its output is a few kB: the pipe never fills
-
-
-def wait_until_stopped(process: subprocess.Popen, stop_at: str) -> None:
-    """Block until train.py has stopped itself at `stop_at` (or fail if it ended first).
-
-    waitid reports the child's stop itself, so nothing polls; WNOWAIT leaves its later exit
-    to Popen.wait.
-    """
-    info = os.waitid(os.P_PID, process.pid, os.WSTOPPED | os.WEXITED | os.WNOWAIT)
-    if info.si_code != os.CLD_STOPPED:
-        process.wait()
-        raise AssertionError(f"train.py ended (exit {process.returncode}) before reaching {stop_at}: "
-                             f"{process.stdout.read().decode()[-2000:]}")
 
 
 def kill(process: subprocess.Popen) -> None:
