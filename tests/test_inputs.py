@@ -168,6 +168,31 @@ def test_class_weights_make_every_class_weigh_the_same(imbalanced_cache):
     assert sum(weights[c] * count for c, count in enumerate(CACHE_COUNTS)) == pytest.approx(len(labels))
 
 
+@pytest.mark.parametrize("outputs", [("expression",), ("expression", "affect"), ("affect",)])
+def test_class_weights_weigh_the_expression_loss_alone(imbalanced_cache, outputs):
+    """Each row's class weight goes to the expression loss; the valence/arousal loss of a
+    multi-task model weighs every row alike, and an affect-only model gets no weights at all."""
+    from affectexp.data.cache import FaceCache
+    from affectexp.training.inputs import CacheBatches, class_weights
+
+    path, labels = imbalanced_cache
+    weights = class_weights(labels, 3)
+    with FaceCache(path) as cache:
+        batches = CacheBatches(cache, "train", 8, shuffle=True, seed=0, outputs=outputs, sample_weights=weights)
+        batches.set_epoch(0)
+        for index in range(len(batches)):
+            batch = batches[index]
+            positions = batches.order[index * 8:(index + 1) * 8]
+            expected = np.array([weights[c] for c in labels[positions]], np.float32)
+            if outputs == ("affect",):
+                assert len(batch) == 2
+            elif outputs == ("expression",):
+                np.testing.assert_array_equal(batch[2], expected)
+            else:
+                np.testing.assert_array_equal(batch[2]["expression"], expected)
+                np.testing.assert_array_equal(batch[2]["affect"], np.ones(len(positions), np.float32))
+
+
 def test_streaming_reads_every_face_once_per_epoch_a_window_at_a_time(imbalanced_cache, monkeypatch):
     """More chunks than the window and than the chunks kept: each epoch reads every chunk once,
     mixes the rows of the chunks of one window, and keeps a bounded number of chunks."""

@@ -25,8 +25,8 @@ class CacheBatches(keras.utils.PyDataset):
     The targets are those of the model's `outputs` (conf/head/): labels int64 (b,) for
     "expression", (valence, arousal) float32 (b, 2) for "affect" (-2 where not annotated:
     the loss masks them), a dict {output: targets} for several. `sample_weights` (per class,
-    trainer.balance=class_weight) weights the expression loss through per-row weights, which
-    Keras, unlike class_weight, takes for models of several outputs too.
+    trainer.balance=class_weight) weights the expression loss, and only it, through per-row
+    weights, which Keras, unlike class_weight, takes for models of several outputs too.
 
     When the split fits in `ram_budget_bytes` it is read once into memory and shuffled row
     by row. Otherwise it is streamed: random row reads from HDF5 are ~100x slower than
@@ -59,7 +59,9 @@ class CacheBatches(keras.utils.PyDataset):
         self.labels = self.cache.labels(split)
         self.outputs = tuple(outputs)
         self.affect = self.cache.affect(split) if "affect" in self.outputs else None
-        self.row_weights = None if sample_weights is None else \
+        # The weights are the expression classes': a model without that output (head=affect)
+        # trains its regression on every row alike.
+        self.row_weights = None if sample_weights is None or "expression" not in outputs else \
             np.array([sample_weights[c] for c in range(len(sample_weights))], np.float32)[self.labels]
         self.chunk_rows = self.cache.chunk_rows
         self.augment = make_augmenter(augmentation, seed, augment_workers)
