@@ -104,7 +104,10 @@ def test_a_multitask_run_learns_the_expressions_and_valence(multitask):
     # Chance is a CCC of 0 (a constant or unrelated prediction), 0.2 accuracy on 5 classes.
     assert metrics["test/ccc_valence"] >= 0.6, metrics
     assert metrics["test/pearson_valence"] >= 0.6 and metrics["test/sagr_valence"] >= 0.7
-    assert metrics["test/rmse_valence"] <= 0.35
+    with FaceCache(cfg.cache.path) as cache:
+        true_valence = cache.affect("test")[:, 0]
+    # Predicting the mean valence for every face scores an RMSE of the valences' spread.
+    assert metrics["test/rmse_valence"] < true_valence.std(), (metrics["test/rmse_valence"], true_valence.std())
     assert metrics["test/accuracy"] >= 0.6
     for split in ("best_val", "test"):
         assert {f"{split}/{m}_{d}" for m in ("rmse", "pearson", "sagr", "ccc")
