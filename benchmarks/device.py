@@ -8,8 +8,9 @@ Prepares its own data in a throwaway folder (the synthetic set, preprocess.py ca
 grey and 224 px RGB faces), then prints one table: training images/s of simple_cnn, resnet,
 mobilenet_v3 and efficientnet at 96 px, and of mobilenet_v3 and efficientnet at 224 px RGB, each
 compiled as train.py compiles it (build_model) and fed
-  (a) batches already on the device: a tf.data pipeline of in-memory batches, prefetched to the
-      GPU (tf.data.experimental.prefetch_to_device), the fastest a model can be fed,
+  (a) batches already on the device, the fastest a model can be fed: in-memory batches in a
+      tf.data pipeline prefetched to the GPU (tf.data.experimental.prefetch_to_device), or
+      under Keras's JAX backend put on the GPU once (jax.device_put),
   (b) train.py's stream from the HDF5 cache (make_batches, RAM budget 0), no augmentation,
   (c) the same stream with augmentation=strong (trainer.augment_workers processes);
 in float32 and mixed_float16 (what trainer.precision=auto picks on GPUs with tensor cores), with
@@ -17,6 +18,10 @@ and without trainer.jit_compile, the GPU's utilisation sampled by nvidia-smi dur
 fit, and (c)/(a), the figure that says whether the input keeps the GPU busy. Then the input
 pipeline's own ceiling on this machine's cores (train_input.py --no-model's measurement, for
 augmentation none and strong with 1, 2, 4, ... processes).
+
+It runs under Keras's TensorFlow backend, or with KERAS_BACKEND=jax on a machine whose
+environment has JAX and no TensorFlow (there XLA is the default, and jit_compile=false runs
+the training step un-compiled, op by op).
 
 Cases run in order of importance (float32 without XLA first, XLA last, whose compilation is
 the slowest) until the time budget is spent; each one left is listed as skipped. A case that
@@ -108,21 +113,61 @@ def timed_window():
     return Window()
 
 
-def on_device_batches(faces, labels, batch: int, weights: dict[int, float], to_device: bool = True):
-    """(a): tf.data of the in-memory batches (with train.py's class weights as sample weights),
-    repeated, prefetched onto the GPU when there is one and `to_device`, so each step finds its
-    batch there (else prefetched in host memory). Its elements have the types and shapes of the
-    streamed batches as Keras' adapter passes them on (batch axis unknown), so the three feeds
-    share one traced (and XLA-compiled) training step."""
-    import numpy as np
+def gpu_names() -> list[str]:
+    """The GPUs this Keras backend computes on, by name."""
+    import keras
+
+    if keras.config.backend() == "jax":
+        import jax
+
+        return [device.device_kind for device in jax.devices() if device.platform == "gpu"]
     import tensorflow as tf
 
+    return [tf.config.experimental.get_device_details(gpu).get("device_name", "GPU")
+            for gpu in tf.config.list_physical_devices("GPU")]
+
+
+def on_device_batches(faces, labels, batch: int, weights: dict[int, float], to_device: bool = True):
+    """(a): the in-memory batches (with train.py's class weights as sample weights), repeated
+    without end, each already on the GPU when there is one and `to_device`, so each step finds
+    its batch there (else in host memory). Under TensorFlow a tf.data dataset prefetched to the
+    GPU, whose elements have the types and shapes of the streamed batches as Keras' adapter
+    passes them on (batch axis unknown), so the three feeds share one traced (and XLA-compiled)
+    training step; under JAX the batches are put on the device once (jax.device_put) and
+    handed to fit as they are."""
+    import keras
+    import numpy as np
+
     sample_weights = np.array([weights[int(label)] for label in labels], dtype=np.float32)
-    dataset = tf.data.Dataset.from_tensor_slices((faces, labels.astype(np.int64), sample_weights)).batch(batch)
+    parts = (faces, labels.astype(np.int64), sample_weights)
+    if keras.config.backend() == "jax":
+        import jax
+
+        batches = [tuple(part[start:start + batch] for part in parts) for start in range(0, len(faces), batch)]
+        return endless(jax.device_put(batches) if to_device else batches)
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices(parts).batch(batch)
     dataset = dataset.cache().repeat()
     if to_device and tf.config.list_physical_devices("GPU"):
         return dataset.apply(tf.data.experimental.prefetch_to_device("/gpu:0", buffer_size=4))
     return dataset.prefetch(4)
+
+
+def endless(batches: list):
+    """A PyDataset of `batches` in turn, without end: its num_batches is None, so each fit's
+    steps_per_epoch ends its epoch."""
+    import keras
+
+    class Endless(keras.utils.PyDataset):
+        @property
+        def num_batches(self):
+            return None
+
+        def __getitem__(self, index):
+            return batches[index % len(batches)]
+
+    return Endless()
 
 
 def measure(model, feed, batch: int, steps: int, gpu: GpuSampler) -> tuple[float, float | None]:
@@ -185,7 +230,7 @@ def run_group(root: Path, caches, case, batch: int, seconds: float, fewest: int,
                     probe, _ = measure(model, batches, batch, train_input.SKIP_STEPS + 5, gpu)
                     steps = timed_steps(probe, batch, seconds, fewest, most)
                 except Exception as error:  # noqa: BLE001  (Keras' fit refused the device iterator)
-                    note = f"host batches: prefetch_to_device failed ({type(error).__name__})"
+                    note = f"host batches: the device feed failed ({type(error).__name__})"
                     batches = on_device_batches(faces, labels[:count], batch, weights, to_device=False)
             else:
                 augmentation = "strong" if feed == "c" else "none"
@@ -242,12 +287,12 @@ def main() -> None:
                                                              times))
         prepared = time.monotonic() - started
 
-        import tensorflow as tf  # after the caches: preprocess.py's workers need no TensorFlow here
+        import keras  # after the caches: preprocess.py's workers need no TensorFlow here
 
-        gpus = tf.config.list_physical_devices("GPU")
-        names = [tf.config.experimental.get_device_details(gpu).get("device_name", "GPU") for gpu in gpus]
+        names = gpu_names()
         gpu = GpuSampler()
-        print(f"Device benchmark: {', '.join(names) or 'no GPU'}, {os.cpu_count()} cores; batch {batch}, "
+        print(f"Device benchmark: {', '.join(names) or 'no GPU'}, {os.cpu_count()} cores, Keras "
+              f"{keras.__version__} on {keras.config.backend()}; batch {batch}, "
               f"images/s over each fit's steps after the first {train_input.SKIP_STEPS} (fits of about "
               f"{args.seconds} s at (a)'s speed, at least {fewest} steps); data prepared in {prepared:.0f} s "
               f"({per_class} synthetic faces per class)"

@@ -24,11 +24,11 @@ the targets beside them (>= 0.9x images/s; <= 1.1x peak RSS).
 --no-model: the faces/s that train.py's input pipeline alone delivers to fit, with no model
 to train: the batches of make_batches (streamed from HDF5 in chunk order, ordered, balanced
 as trainer.balance says, augmented by trainer.augment_workers processes) read through the
-same Keras adapter and tf.data dataset fit iterates, at each face size and colour, for
-augmentation none, light and strong, with 1..N augmenting processes (N: this machine's
-cores), so the ceiling a fast accelerator could be fed at, and its scaling with cores, is a
-measured curve. The caches are built with preprocess.py (a synthetic set) in a throwaway
-folder. Each round reads one epoch of every case of a face size and colour in turn; a case's
+same Keras adapter and dataset fit iterates (tf.data; under JAX the adapter's iterator), at
+each face size and colour, for augmentation none, light and strong, with 1..N augmenting
+processes (N: this machine's cores), so the ceiling a fast accelerator could be fed at, and
+its scaling with cores, is a measured curve. The caches are built with preprocess.py (a
+synthetic set) in a throwaway folder. Each round reads one epoch of every case of a face size and colour in turn; a case's
 figure is the median over the rounds, its scaling the median of the rounds' own ratios to
 the same augmentation with 1 process.
 """
@@ -255,7 +255,8 @@ def cpu_seconds() -> float:
 class FitFeed:
     """train.py's training batches (make_batches) for one augmentation and count of augmenting
     processes, read as fit reads them: through Keras' PyDataset adapter (with the class weights
-    of trainer.balance) and the tf.data dataset it makes, one epoch at a time, with no model."""
+    of trainer.balance) and what this Keras backend's fit iterates (the tf.data dataset it makes;
+    under JAX the adapter's own iterator), one epoch at a time, with no model."""
 
     def __init__(self, cache, settings):
         # What fit wraps a PyDataset in (Keras' own, not public API).
@@ -268,7 +269,15 @@ class FitFeed:
         val.close()
         # The batches carry trainer.balance's class weights as per-row weights themselves.
         self.adapter = PyDatasetAdapter(self.batches, shuffle=False)
-        self.dataset = self.adapter.get_tf_dataset()
+        import keras
+
+        # Each epoch fit iterates again the tf.data dataset made once (TensorFlow), or a new
+        # iterator of the adapter (JAX).
+        if keras.config.backend() == "tensorflow":
+            dataset = self.adapter.get_tf_dataset()
+            self.epoch_batches = lambda: dataset
+        else:
+            self.epoch_batches = self.adapter.get_jax_iterator
 
     def epoch(self, epoch: int) -> tuple[int, float, float]:
         """(faces, seconds, CPU seconds of this process and its children) of one epoch, from the
@@ -280,7 +289,7 @@ class FitFeed:
         if last <= SKIP_STEPS:
             raise ValueError(f"an epoch of {last + 1} batches is too short to time; build a larger cache")
         faces = 0
-        for step, batch in enumerate(self.dataset):
+        for step, batch in enumerate(self.epoch_batches()):
             # Up to the last batch's arrival: the enqueuer's stop after it waits 0.1 s on its queue.
             if step == SKIP_STEPS:
                 start = time.perf_counter(), cpu_seconds()

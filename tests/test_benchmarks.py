@@ -6,6 +6,7 @@ Their figures are not checked (they are measurements); that each case ran and ga
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +20,9 @@ import device  # noqa: E402  (benchmarks/device.py)
 import train_input  # noqa: E402  (benchmarks/train_input.py)
 
 
-def run_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=1500)
+def run_script(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=1500,
+                            env=None if env is None else {**os.environ, **env})
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -60,13 +62,35 @@ def test_no_model_mode_measures_every_case(tmp_path):
     assert {row[6] for row in rows if row[3] in ("0", "1")} == {"1.00x"}
 
 
+# Imported first by every Python process started with this folder on PYTHONPATH (the script,
+# preprocess.py, the augmenting processes): TensorFlow cannot be imported there, as on a GPU
+# machine whose environment has JAX and no TensorFlow.
+NO_TENSORFLOW = """
+import sys
+
+class NoTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "tensorflow":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, NoTensorFlow())
+"""
+
+
 @pytest.mark.slow
-def test_device_script_quick_runs_every_case_of_a_model_on_cpu(tmp_path):
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_device_script_quick_runs_every_case_of_a_model_on_cpu(tmp_path, backend):
     # One model (the cheapest) keeps it to minutes on a CPU: every feed, precision and XLA case of it.
+    env = {"KERAS_BACKEND": backend}
+    if backend == "jax":
+        (tmp_path / "no-tensorflow").mkdir()
+        (tmp_path / "no-tensorflow" / "sitecustomize.py").write_text(NO_TENSORFLOW)
+        env["PYTHONPATH"] = str(tmp_path / "no-tensorflow")
     out = tmp_path / "rows.json"
     result = run_script(str(REPO / "benchmarks/device.py"), "--quick", "--models", "simple_cnn", "--budget", "100000",
-                        "--out", str(out), cwd=tmp_path)
-    assert "nvidia-smi not found" in result.stdout
+                        "--out", str(out), cwd=tmp_path, env=env)
+    assert "nvidia-smi not found" in result.stdout and f" on {backend}; " in result.stdout
     rows = json.loads(out.read_text())
     training = [row for row in rows if not row.get("ceiling")]
     shapes = [shape for shape in device.SHAPES if shape[0] == "simple_cnn"]

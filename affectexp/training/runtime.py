@@ -3,6 +3,10 @@
 Each setting is process-wide in TensorFlow/Keras; the context managers here restore the
 previous state on exit, so runs executed one after another in one process (tests, Hydra's
 basic launcher) do not leak settings into each other.
+
+TensorFlow is imported by the functions that need it, not with this module: the model and the
+input pipeline also build under Keras's JAX backend (benchmarks/device.py on a GPU machine
+whose environment has JAX and no TensorFlow), where only dtype_policy is used.
 """
 
 from __future__ import annotations
@@ -10,9 +14,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import keras
-import tensorflow as tf
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +32,8 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     machines (MultiWorkerMirroredStrategy) are not offered: Keras 3's fit fails under it
     (keras-team/keras#20585); add it here once that is fixed upstream.
     """
+    import tensorflow as tf
+
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -45,6 +54,8 @@ def resolve_precision(name: str) -> str:
     else float32; any other name is itself."""
     if name != "auto":
         return name
+    import tensorflow as tf
+
     gpus = tf.config.list_physical_devices("GPU")
     capabilities = [tf.config.experimental.get_device_details(gpu).get("compute_capability") for gpu in gpus]
     chosen = "mixed_float16" if gpus and all(c is not None and tuple(c) >= TENSOR_CORE_CAPABILITY
@@ -76,6 +87,8 @@ def reproducible(seed: int, deterministic: bool) -> Iterator[None]:
     Op determinism makes two runs of the same config give the same weights (at some speed
     cost on GPUs); it is process-wide, so it is switched back off on exit.
     """
+    import tensorflow as tf
+
     keras.utils.set_random_seed(seed)
     was_deterministic = _op_determinism_enabled()
     if deterministic and not was_deterministic:
