@@ -54,6 +54,11 @@ class Precision(_Choice):
     auto = "auto"  # mixed_float16 where every GPU has tensor cores (compute capability >= 7.0), else float32
 
 
+class AugmentOn(_Choice):
+    host = "host"  # albumentations on the CPU, in trainer.augment_workers processes
+    device = "device"  # the same preset as Keras ops in the training step (training/device_augment.py)
+
+
 class Strategy(_Choice):
     default = "default"  # one device
     mirrored = "mirrored"  # tf.distribute.MirroredStrategy: every GPU of one machine
@@ -159,8 +164,12 @@ class TrainerConfig:
     strategy: Strategy = Strategy.default
     ram_budget_mb: int = 2048  # a split smaller than this is read into memory once; a larger one is streamed
     steps_per_epoch: Optional[int] = None  # None: the whole train split each epoch
-    # Processes that augment training batches at idle priority; None: one per core (at most 8);
-    # 0: augment in the reader threads.
+    # Where training faces are augmented: on the CPU (host), or by the device that trains (device: for
+    # accelerators that the CPU's cores cannot keep fed; the same presets, differences in
+    # affectexp/training/device_augment.py).
+    augment_on: AugmentOn = AugmentOn.host
+    # Processes that augment training batches at idle priority (augment_on=host); None: one per core
+    # (at most 8); 0: augment in the reader threads.
     augment_workers: Optional[int] = None
     # What train.py returns, what sweepers and tuners optimise: <val|test>_<metric> of the kept model,
     # a metric of its evaluation (affectexp/training/objectives.py: accuracy, balanced_accuracy, macro_f1;

@@ -27,9 +27,9 @@ RESUME_OVERRIDES = ["trainer.epochs=3", "trainer.steps_per_epoch=6", "trainer.de
                     "augmentation=light", "trainer.augment_workers=1", "trainer.seed=3", "logger.run_name=resumable"]
 
 
-def resume_config(cache_cfg, root: Path):
+def resume_config(cache_cfg, root: Path, extra: list[str] = ()):
     return compose_config("train", root, ["cache.size=48", f"cache.path={cache_cfg.cache.path}", *TINY_MODEL,
-                                          *RESUME_OVERRIDES])
+                                          *RESUME_OVERRIDES, *extra])
 
 
 def the_run(cfg):
@@ -59,10 +59,10 @@ def uninterrupted(built_cache, tmp_path_factory):
     return (cfg, *the_run(cfg))
 
 
-def start_train(cfg, stop_at: str) -> subprocess.Popen:
-    """train.py with cfg's paths and overrides, frozen when it reaches `stop_at`."""
+def start_train(cfg, stop_at: str, extra: list[str] = ()) -> subprocess.Popen:
+    """train.py with cfg's paths and overrides (and `extra` ones), frozen when it reaches `stop_at`."""
     command = [sys.executable, "train.py", f"paths.root={cfg.paths.root}", "cache.size=48",
-               f"cache.path={cfg.cache.path}", *TINY_MODEL, *RESUME_OVERRIDES]
+               f"cache.path={cfg.cache.path}", *TINY_MODEL, *RESUME_OVERRIDES, *extra]
     env = {**os.environ, "AFFECTEXP_STOP_AT": stop_at}
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, preexec_fn=default_ctrl_c,
                             stderr=subprocess.STDOUT)  # its output is a few kB: the pipe never fills
@@ -109,6 +109,29 @@ def test_killed_run_resumes_as_if_never_killed(built_cache, uninterrupted, tmp_p
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "training_curves.png", "test_metrics.json"} <= artifacts
     assert len(run.outputs.model_outputs) == 1  # logged once, though the rerun reached logging again
+
+
+@pytest.mark.slow
+def test_a_run_augmented_on_the_device_resumes_with_the_same_random_draws(built_cache, tmp_path):
+    """The augmentation layer's random generator is part of an epoch's commit: killed mid-epoch,
+    the rerun augments that epoch as the run that was never killed did, to the same weights."""
+    from affectexp.tasks.train import train
+
+    on_device = ["augmentation=strong", "trainer.augment_on=device"]
+    reference_cfg = resume_config(built_cache[1], tmp_path / "never_killed", on_device)
+    train(reference_cfg)
+    reference_client, reference = the_run(reference_cfg)
+    cfg = resume_config(built_cache[1], tmp_path / "killed", on_device)
+    process = start_train(cfg, "batch:2:3", on_device)
+    wait_until_stopped(process, "batch:2:3")
+    kill(process)
+    train(cfg)
+    client, run = the_run(cfg)
+    history = client.get_metric_history(run.info.run_id, "train/loss")
+    expected = reference_client.get_metric_history(reference.info.run_id, "train/loss")
+    assert [(m.step, m.value) for m in history] == [(m.step, m.value) for m in expected]
+    for resumed, never_killed in zip(final_weights(cfg), final_weights(reference_cfg), strict=True):
+        np.testing.assert_array_equal(resumed, never_killed)
 
 
 def test_a_finished_run_is_not_trained_again(uninterrupted):

@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from affectexp import locks, tracking
-from affectexp.config import HeadConfig, LoggerConfig, TrainConfig, TrainerConfig, check_values
+from affectexp.config import AugmentOn, HeadConfig, LoggerConfig, TrainConfig, TrainerConfig, check_values
 from affectexp.data.cache import FaceCache
 from affectexp.errors import ConfigError
 from affectexp.inference.model import FaceModel, copy_model_files, log_face_model, logged_model_uri, register_run_model
@@ -32,6 +32,8 @@ from affectexp.training import runtime
 from affectexp.training.augment import FaceAugmenter, augmented_variants, check_transform, default_augment_workers
 from affectexp.training.caches import open_checked_cache
 from affectexp.training.commit import EpochCommit, TrainingState, restore
+from affectexp.training.device_augment import check_device_transform, device_variants, face_model, \
+    with_device_augmentation
 from affectexp.training.evaluation import describe, evaluate_and_log
 from affectexp.training.inputs import CacheBatches, FollowEpochs, class_weights
 from affectexp.training.objectives import OBJECTIVE_METRICS, OBJECTIVE_SPLITS, check_objective, objective_metric, \
@@ -96,7 +98,10 @@ def check_config(settings: TrainConfig) -> None:
     check_head(settings.head)
     check_objective(settings.trainer.objective, settings.head.outputs)
     check_monitor(settings.trainer.monitor, settings.head)
-    check_transform(settings.augmentation.transform)
+    if settings.trainer.augment_on == AugmentOn.device:
+        check_device_transform(settings.augmentation.transform)
+    else:
+        check_transform(settings.augmentation.transform)
     augment_workers(settings.trainer)
 
 
@@ -219,14 +224,17 @@ def augment_workers(trainer: TrainerConfig) -> int:
 
 def make_batches(cache: FaceCache, trainer: TrainerConfig, augmentation: dict | None,
                  outputs: tuple[str, ...]) -> tuple[CacheBatches, CacheBatches]:
-    """(train batches, shuffled, balanced and `augmentation`-ed; validation batches) streamed from
-    `cache`, with the targets of the model's `outputs`."""
+    """(train batches, shuffled, balanced and `augmentation`-ed on the host; validation batches)
+    streamed from `cache`, with the targets of the model's `outputs`. With trainer.augment_on=device
+    the train batches are the faces as stored (build_model's model augments them)."""
     budget = trainer.ram_budget_mb << 20
     weights = loss_class_weights(str(trainer.balance), cache.labels("train"), len(cache.class_names))
+    on_host = trainer.augment_on == AugmentOn.host
     train_batches = CacheBatches(cache, "train", trainer.batch_size, shuffle=True, seed=trainer.seed,
-                                 augmentation=augmentation, ram_budget_bytes=budget,
+                                 augmentation=augmentation if on_host else None, ram_budget_bytes=budget,
                                  steps=trainer.steps_per_epoch, workers=2, balance=str(trainer.balance),
-                                 augment_workers=augment_workers(trainer), outputs=outputs, sample_weights=weights)
+                                 augment_workers=augment_workers(trainer) if on_host else 0, outputs=outputs,
+                                 sample_weights=weights)
     val_batches = CacheBatches(cache, "val", trainer.batch_size, shuffle=False, seed=trainer.seed,
                                ram_budget_bytes=budget, outputs=outputs)
     return train_batches, val_batches
@@ -245,7 +253,9 @@ class PlainMetricNames(keras.callbacks.Callback):
 
 def build_model(settings: TrainConfig, face_shape, num_classes: int, steps_per_epoch: int) -> keras.Model:
     """The configured model (settings.model's `_target_` builder) in trainer.precision, compiled
-    with the configured optimizer and loss, XLA-compiled as trainer.jit_compile says.
+    with the configured optimizer and loss, XLA-compiled as trainer.jit_compile says: the model
+    fit trains. With trainer.augment_on=device and an augmentation, that is the model behind the
+    augmentation's layer (device_augment.face_model gives the model itself back).
 
     Call it inside the distribution strategy's scope (see fit) for the variables to be mirrored.
     """
@@ -256,6 +266,8 @@ def build_model(settings: TrainConfig, face_shape, num_classes: int, steps_per_e
     with runtime.dtype_policy(str(trainer.precision)):
         model = instantiate(settings.model, input_shape=tuple(face_shape), num_classes=num_classes,
                             outputs=tuple(head.outputs), _convert_="all")
+        if trainer.augment_on == AugmentOn.device and settings.augmentation.transform:
+            model = with_device_augmentation(model, settings.augmentation.transform, trainer.seed)
     losses = {"expression": classification_loss(num_classes, trainer.label_smoothing), "affect": affect_loss()}
     weights = {"expression": head.expression_weight, "affect": head.affect_weight}
     if len(head.outputs) == 1:
@@ -285,11 +297,12 @@ def fit(settings: TrainConfig, cache: FaceCache, work_dir: Path, state: Training
     train_batches, val_batches = make_batches(cache, trainer, settings.augmentation.transform,
                                               tuple(settings.head.outputs))
     with runtime.make_strategy(str(trainer.strategy)).scope():
-        model = build_model(settings, cache.face_shape, len(class_names), len(train_batches))
+        trained = build_model(settings, cache.face_shape, len(class_names), len(train_batches))
         if state.epochs_done:
-            restore(model, work_dir, state)
+            restore(trained, work_dir, state)
             log.info("Resuming after epoch %d of %d (best so far: epoch %d, %s %.4f)", state.epochs_done,
                      trainer.epochs, state.best_epoch, trainer.monitor, state.best_value)
+    model = face_model(trained)  # what is evaluated, saved and logged: without an augmentation layer
     mlflow.log_param("model.parameters", model.count_params())
     tracking.log_missing_epochs(state.history)  # committed epochs whose metrics a kill kept from MLflow
     has_val = val_batches.size > 0
@@ -298,13 +311,13 @@ def fit(settings: TrainConfig, cache: FaceCache, work_dir: Path, state: Training
     try:
         if not state.finished:
             callbacks = [FollowEpochs(train_batches), StopOnNaN(), PlainMetricNames(), commit]
-            model.fit(train_batches, validation_data=val_batches if has_val else None, epochs=trainer.epochs,
-                      initial_epoch=state.epochs_done, callbacks=callbacks, verbose=2,
-                      shuffle=False)  # CacheBatches orders each epoch itself, by seed and epoch number
+            trained.fit(train_batches, validation_data=val_batches if has_val else None, epochs=trainer.epochs,
+                        initial_epoch=state.epochs_done, callbacks=callbacks, verbose=2,
+                        shuffle=False)  # CacheBatches orders each epoch itself, by seed and epoch number
     finally:
         train_batches.close()
         val_batches.close()
-    restore(model, work_dir, state, which="best")
+    restore(trained, work_dir, state, which="best")
     model.save(work_dir / "best.keras")
     return model
 
@@ -314,12 +327,16 @@ def log_augmentation_samples(cache: FaceCache, settings: TrainConfig) -> None:
     augmentation = settings.augmentation
     if augmentation.transform is None:
         return
-    seed = settings.trainer.seed
+    seed, on_device = settings.trainer.seed, settings.trainer.augment_on == AugmentOn.device
     rows = np.random.default_rng(seed).choice(cache.split_size("train"), SAMPLE_FACES, replace=False)
     faces = np.stack([cache.read_faces("train", int(row), int(row) + 1)[0] for row in np.sort(rows)])
-    variants = augmented_variants(FaceAugmenter(augmentation.transform, seed), faces, SAMPLE_VARIANTS)
+    if on_device:
+        variants = device_variants(augmentation.transform, seed, faces, SAMPLE_VARIANTS)
+    else:
+        variants = augmented_variants(FaceAugmenter(augmentation.transform, seed), faces, SAMPLE_VARIANTS)
+    title = f"augmentation={augmentation.name}" + (" on the device" if on_device else "")
     with tracking.artifact_dir() as folder:
-        plot_augmented_grid(faces, variants, f"augmentation={augmentation.name}", folder / "augmentation_samples.png")
+        plot_augmented_grid(faces, variants, title, folder / "augmentation_samples.png")
 
 
 def log_run_artifacts(resolved: dict, logger: LoggerConfig, model: FaceModel, history: dict, register: bool) -> None:
