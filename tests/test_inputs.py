@@ -331,3 +331,21 @@ def test_a_bad_augmentation_stops_at_start(transform, message):
 
     with pytest.raises(ConfigError, match=message):
         check_transform({"__class_fullname__": "Compose", "transforms": [transform]})
+
+
+def test_each_transform_of_a_preset_draws_its_own_random_numbers():
+    """albumentations seeds every transform of a pipeline alike, so a flip and a OneOf (one draw
+    a face each) would apply to the same faces; here each applies regardless of the other."""
+    from affectexp.training.augment import FaceAugmenter
+
+    serialized = {"__class_fullname__": "Compose", "transforms": [
+        {"__class_fullname__": "HorizontalFlip", "p": 0.5},
+        {"__class_fullname__": "OneOf", "p": 0.5, "transforms": [
+            {"__class_fullname__": "GaussNoise", "std_range": [0.05, 0.1], "p": 1.0}]}]}
+    faces = np.full((400, 16, 16, 1), 50, np.uint8)
+    faces[:, :, 8:] = 200  # dark left, light right: a flip shows
+    augmented = FaceAugmenter(serialized, seed=0)(faces, 0, 0).astype(np.float32)
+    flipped = augmented[:, :, :4].mean(axis=(1, 2, 3)) > 125
+    noisy = augmented[:, 2:-2, 2:6].std(axis=(1, 2, 3)) > 1
+    assert 0.4 < flipped.mean() < 0.6 and 0.4 < noisy.mean() < 0.6
+    assert abs(np.mean(flipped & noisy) - 0.25) < 0.07  # independent: a quarter both; drawn alike: a half

@@ -74,11 +74,25 @@ class FaceAugmenter:
     def __call__(self, faces: np.ndarray, epoch: int, batch: int) -> np.ndarray:
         """(n, H, W, C) uint8 -> augmented (n, H, W, C) uint8."""
         transform = self._transform()
-        transform.set_random_seed(int(np.random.SeedSequence([self.seed, epoch, batch]).generate_state(1)[0]))
+        seed_each_transform(transform, int(np.random.SeedSequence([self.seed, epoch, batch]).generate_state(1)[0]))
         out = np.empty_like(faces)
         for i, face in enumerate(faces):
             out[i] = transform(image=face)["image"].reshape(face.shape)
         return out
+
+
+def seed_each_transform(transform: A.BasicTransform | A.BaseCompose, seed: int) -> None:
+    """Seed `transform` and, each with a seed of its own drawn from `seed`, every transform in it.
+
+    albumentations' own set_random_seed hands a Compose's seed to each of its transforms, so that
+    transforms drawing as many numbers per face draw the same ones: in the strong preset the
+    OneOf of blur and noise (p=0.4) applied to a face almost exactly when the flip (p=0.5) did
+    (correlation 0.84 over 4,000 faces, albumentations 2.0.8).
+    """
+    transform.set_random_seed(seed)
+    inner = getattr(transform, "transforms", [])
+    for child, child_seed in zip(inner, np.random.SeedSequence(seed).generate_state(len(inner))):
+        seed_each_transform(child, int(child_seed))
 
 
 def default_augment_workers() -> int:
