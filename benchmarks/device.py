@@ -12,12 +12,16 @@ compiled as train.py compiles it (build_model) and fed
       tf.data pipeline prefetched to the GPU (tf.data.experimental.prefetch_to_device), or
       under Keras's JAX backend put on the GPU once (jax.device_put),
   (b) train.py's stream from the HDF5 cache (make_batches, RAM budget 0), no augmentation,
-  (c) the same stream with augmentation=strong (trainer.augment_workers processes);
+  (c) the same stream with augmentation=strong (trainer.augment_workers processes),
+  (d) the stream with augmentation=strong done on the device (trainer.augment_on=device: the
+      model behind the preset's augmentation layer, training/device_augment.py);
 in float32 and mixed_float16 (what trainer.precision=auto picks on GPUs with tensor cores), with
 and without trainer.jit_compile, the GPU's utilisation sampled by nvidia-smi during each timed
-fit, and (c)/(a), the figure that says whether the input keeps the GPU busy. Then the input
-pipeline's own ceiling on this machine's cores (train_input.py --no-model's measurement, for
-augmentation none and strong with 1, 2, 4, ... processes).
+fit, and (c)/(a) and (d)/(a), the figures that say whether the input keeps the GPU busy. Then the
+input pipeline's own ceiling on this machine's cores (train_input.py --no-model's measurement,
+for augmentation none and strong with 1, 2, 4, ... processes), and the on-device augmentation's
+own: faces/s of the strong preset's layer in front of a model that costs next to nothing
+(global average pooling and a dense layer), XLA-compiled, fed from the device.
 
 It runs under Keras's TensorFlow backend, or with KERAS_BACKEND=jax on a machine whose
 environment has JAX and no TensorFlow (there XLA is the default, and jit_compile=false runs
@@ -52,7 +56,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # main module when they start, and they must not load TensorFlow.
 import train_input  # noqa: E402  (benchmarks/train_input.py: caches, settings, the no-model measurement)
 
-FEEDS = {"a": "on device", "b": "stream", "c": "stream+strong"}
+FEEDS = {"a": "on device", "b": "stream", "c": "stream+strong", "d": "strong@device"}
+# The stream's settings for each feed but (a): augmentation preset, where it is applied.
+STREAMS = {"b": ("none", "host"), "c": ("strong", "host"), "d": ("strong", "device")}
 PRECISIONS = ("float32", "mixed_float16")
 # (model, face size, colour): the issue's models at 96 px (grey, the cache's default colour), the
 # keras.applications ones also at ImageNet's 224 px RGB.
@@ -199,9 +205,9 @@ def timed_steps(rate: float, batch: int, seconds: float, fewest: int, most: int)
 
 
 def run_group(root: Path, caches, case, batch: int, seconds: float, fewest: int, gpu: GpuSampler, report) -> None:
-    """The three feeds of one (model, size, colour, precision, jit), one compiled model; each
-    timed fit lasts about `seconds` at (a)'s speed (at least `fewest` steps, at most what the
-    cache's train split holds)."""
+    """The feeds of one (model, size, colour, precision, jit): one compiled model for (a)-(c), and
+    the same model behind the augmentation layer for (d); each timed fit lasts about `seconds` at
+    (a)'s speed (at least `fewest` steps, at most what the cache's train split holds)."""
     import keras
 
     from affectexp.data.cache import FaceCache
@@ -233,13 +239,16 @@ def run_group(root: Path, caches, case, batch: int, seconds: float, fewest: int,
                     note = f"host batches: the device feed failed ({type(error).__name__})"
                     batches = on_device_batches(faces, labels[:count], batch, weights, to_device=False)
             else:
-                augmentation = "strong" if feed == "c" else "none"
-                feed_settings = train_input.compose(root, size, overrides, augmentation, model_name)
+                augmentation, where = STREAMS[feed]
+                feed_settings = train_input.compose(root, size, [*overrides, f"trainer.augment_on={where}"],
+                                                    augmentation, model_name)
                 batches, val = make_batches(cache, feed_settings.trainer, feed_settings.augmentation.transform,
                                            tuple(feed_settings.head.outputs))
                 val.close()
             try:
-                rates[feed], utilisation = measure(model, batches, batch, steps, gpu)
+                trained = model if feed != "d" else \
+                    build_model(feed_settings, cache.face_shape, len(cache.class_names), most)
+                rates[feed], utilisation = measure(trained, batches, batch, steps, gpu)
                 report(case, feed, rates[feed], rates[feed] / rates["a"] if feed != "a" and "a" in rates else None,
                        utilisation, f"{steps} steps" + (f"; {note}" if note else ""))
             except Exception as error:  # noqa: BLE001  (the row says what failed; the run goes on)
@@ -247,6 +256,48 @@ def run_group(root: Path, caches, case, batch: int, seconds: float, fewest: int,
             finally:
                 if feed != "a":
                     batches.close()
+
+
+def device_augmentation_rate(root: Path, size: int, color: str, batch: int, seconds: float, fewest: int,
+                             gpu: GpuSampler) -> tuple[float, float | None]:
+    """(faces/s, mean GPU utilisation %) of the strong preset's augmentation layer on the device,
+    in front of a model that costs next to nothing, XLA-compiled, fed batches already on the device."""
+    import keras
+    import numpy as np
+
+    from affectexp.training.device_augment import with_device_augmentation
+
+    settings = train_input.compose(root, size, [f"cache.color={color}"], "strong")
+    channels = 3 if color == "rgb" else 1
+    inputs = keras.Input((size, size, channels))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
+    model = with_device_augmentation(keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(pooled)),
+                                     settings.augmentation.transform, 0)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", jit_compile=True)
+    rng = np.random.default_rng(0)
+    count = ON_DEVICE_BATCHES * batch
+    faces = rng.integers(0, 256, (count, size, size, channels), dtype=np.uint8)
+    feed = on_device_batches(faces, rng.integers(0, 7, count), batch, {c: 1.0 for c in range(7)})
+    probe, _ = measure(model, feed, batch, train_input.SKIP_STEPS + 5, gpu)
+    return measure(model, feed, batch, timed_steps(probe, batch, seconds, fewest, 100_000), gpu)
+
+
+def augmentation_row(root: Path, size: int, color: str, batch: int, seconds: float, fewest: int, gpu: GpuSampler,
+                     spent: bool) -> dict:
+    """device_augmentation_rate's row for one face shape, printed (None and why where it failed
+    or the time budget was `spent`)."""
+    note = " (skipped: time budget spent)"
+    rate = None
+    if not spent:
+        try:
+            rate, utilisation = device_augmentation_rate(root, size, color, batch, seconds, fewest, gpu)
+            note = "" if utilisation is None else f", GPU {utilisation:.0f}%"
+        except Exception as error:  # noqa: BLE001  (the row says what failed; the run goes on)
+            note = f" ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
+    print(f"  {size:>3} {color:>5} strong on the device: {'-' if rate is None else f'{rate:.0f}'} faces/s{note}",
+          flush=True)
+    return {"ceiling": True, "on_device": True, "px": size, "color": color, "augmentation": "strong",
+            "faces_per_s": rate}
 
 
 def main() -> None:
@@ -331,6 +382,11 @@ def main() -> None:
                 begun = time.monotonic()
                 run_group(root, caches, case, batch, 0.0 if args.quick else args.seconds, fewest, gpu, report)
                 group_seconds.append((case, time.monotonic() - begun))
+            print("\nOn-device augmentation alone (augmentation=strong, trainer.augment_on=device; a model of a "
+                  "pooling and a dense layer, XLA, batches on the device): faces/s", flush=True)
+            for size, color in sorted({(size, color) for _, size, color in shapes}):
+                rows.append(augmentation_row(root, size, color, batch, 0.0 if args.quick else args.seconds, fewest,
+                                             gpu, spent=time.monotonic() > deadline - ceiling_seconds))
         finally:
             gpu.close()
 

@@ -97,7 +97,7 @@ def test_device_script_quick_runs_every_case_of_a_model_on_cpu(tmp_path, backend
     expected = {(model, device.QUICK_SIZE, color, feed, precision, jit)
                 for model, _, color, precision, jit in device.training_cases(shapes, device.PRECISIONS)
                 for feed in device.FEEDS}
-    assert len(expected) == 4 * 3  # 2 precisions x with and without XLA, 3 feeds
+    assert len(expected) == 4 * 4  # 2 precisions x with and without XLA, 4 feeds
     assert {(r["model"], r["px"], r["color"], r["feed"], r["precision"], r["jit"]) for r in training} == expected
     assert len(training) == len(expected)
     for row in training:
@@ -105,10 +105,12 @@ def test_device_script_quick_runs_every_case_of_a_model_on_cpu(tmp_path, backend
         assert (row["ratio_to_a"] is None) == (row["feed"] == "a"), row
     printed = [line for line in result.stdout.splitlines() if line.startswith("| ") and "images/s" not in line]
     assert len(printed) == len(expected)
-    ceiling = [row for row in rows if row.get("ceiling")]
+    ceiling = [row for row in rows if row.get("ceiling") and not row.get("on_device")]
     assert {(row["px"], row["color"], row["augmentation"]) for row in ceiling} == {
         (device.QUICK_SIZE, "gray", augmentation) for augmentation in ("none", "strong")}
-    assert all(row["faces_per_s"] > 0 for row in ceiling)
+    augmentation_alone = [row for row in rows if row.get("on_device")]
+    assert [(row["px"], row["color"]) for row in augmentation_alone] == [(device.QUICK_SIZE, "gray")]
+    assert all(row["faces_per_s"] > 0 for row in ceiling + augmentation_alone)
 
 
 @pytest.mark.slow
@@ -120,6 +122,7 @@ def test_device_script_skips_what_the_time_budget_leaves_no_room_for(tmp_path):
     assert f"skipped {len(cases)} of {len(cases)} model groups: the time budget (0 s) was spent" in result.stdout
     rows = json.loads(out.read_text())
     training = [row for row in rows if not row.get("ceiling")]
-    assert len(training) == 3 * len(cases)
+    assert len(training) == len(device.FEEDS) * len(cases)
     assert all(row["note"] == "skipped: time budget spent" and row["images_per_s"] is None for row in training)
-    assert any(row.get("ceiling") for row in rows)  # the ceiling is measured still (one round)
+    assert any(row.get("ceiling") and row["faces_per_s"] for row in rows)  # the ceiling is measured still (one round)
+    assert all(row["faces_per_s"] is None for row in rows if row.get("on_device"))
