@@ -312,6 +312,8 @@ def main() -> None:
                         help="train faces of the streamed caches (the synthetic set's, repeated): a fit's most steps")
     parser.add_argument("--models", nargs="+", choices=sorted({model for model, _, _ in SHAPES}),
                         help="only these models' rows (default: every model's)")
+    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
+                        help="only these precisions' rows (a CPU runs mixed_float16 hundreds of times slower)")
     parser.add_argument("--out", type=Path, help="also write the rows here as JSON")
     args = parser.parse_args()
     from affectexp.data.cache import FaceCache
@@ -364,7 +366,7 @@ def main() -> None:
 
         # The ceiling takes its share first, so that a budget spent on training still leaves it.
         ceiling_seconds = 0.15 * args.budget
-        cases = training_cases(shapes, PRECISIONS)
+        cases = training_cases(shapes, tuple(args.precisions))
         group_seconds = []
         try:
             for index, case in enumerate(cases):

@@ -361,3 +361,17 @@ def test_a_run_augmented_on_the_device_logs_the_face_model_and_its_samples(built
     assert sorted(logged.output_names) == ["affect", "expression"]
     assert all(type(layer).__module__.startswith("keras.") for layer in logged.layers)
     assert "device_augmentation" not in [layer.name for layer in logged.layers]
+
+
+def test_the_preset_traces_with_the_batch_size_known():
+    """TensorFlow's graph mode, with and without XLA, where the batch's size is part of the traced
+    shape (a dataset batched with drop_remainder, a replica's share): every stage, every face."""
+    import tensorflow as tf
+
+    from affectexp.training.device_augment import AugmentFaces
+
+    layer, faces = AugmentFaces(preset(), 0), noise_faces(6)
+    for jit in (False, True):
+        augmented = tf.function(lambda x: layer(x, training=True), jit_compile=jit)(tf.constant(faces)).numpy()
+        assert augmented.shape == faces.shape and 0 <= augmented.min() <= augmented.max() <= 255
+        assert np.array_equal(augmented, np.round(augmented))

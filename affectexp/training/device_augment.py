@@ -221,8 +221,9 @@ def drop_holes(images, holes, active, fill):
     height, width = images.shape[1], images.shape[2]
     ys = ops.arange(height, dtype="float32")[None, None, :, None]
     xs = ops.arange(width, dtype="float32")[None, None, None, :]
-    x_min, y_min, x_max, y_max = (holes[:, :, i, None, None] for i in range(4))
-    inside = (ys >= y_min) & (ys < y_max) & (xs >= x_min) & (xs < x_max) & active[:, :, None, None]
+    # (n, k, 1, 1) each; expand_dims, since TensorFlow's graph mode drops the new axes of holes[:, :, i, None, None]
+    x_min, y_min, x_max, y_max = (ops.expand_dims(holes[:, :, i], (2, 3)) for i in range(4))
+    inside = (ys >= y_min) & (ys < y_max) & (xs >= x_min) & (xs < x_max) & ops.expand_dims(active, (2, 3))
     dropped = ops.any(inside, axis=1)[..., None]
     return ops.where(dropped, ops.convert_to_tensor(fill, "float32"), images)
 
