@@ -294,14 +294,29 @@ def test_a_preset_without_an_on_device_form_stops_at_start(transform, message):
     from affectexp.training.device_augment import check_device_transform
 
     with pytest.raises(ConfigError, match=rf"augmentation.transform: .*{message}.*"):
-        check_device_transform(compose(transform))
+        check_device_transform(compose(transform), SIZE)
 
 
-def test_a_crop_to_another_size_stops_naming_both_sizes():
+def test_a_crop_to_another_size_stops_before_training_naming_both_sizes(built_cache):
+    """cache.size=48 with a crop to 32 px (augmentation=strong's size is cache.size's): one line at
+    start, and the layer itself refuses it too."""
+    from mlflow.tracking import MlflowClient
+
     from affectexp.errors import ConfigError
+    from affectexp.tasks.train import train
 
+    from conftest import train_config
+
+    message = r"RandomResizedCrop's size \[32, 32\] is not the faces' \[48, 48\]"
+    cfg = train_config(built_cache[1], ["augmentation=strong", "trainer.augment_on=device",
+                                        "augmentation.transform.transforms.1.size=[32,32]", "logger.run_name=crop32"])
+    with pytest.raises(ConfigError, match=message):
+        train(cfg)
+    client = MlflowClient(cfg.logger.tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.logger.experiment_name)
+    assert experiment is None or not client.search_runs([experiment.experiment_id], "attributes.run_name = 'crop32'")
     crop = {"__class_fullname__": "RandomResizedCrop", "size": [32, 32], "p": 1.0}
-    with pytest.raises(ConfigError, match=r"RandomResizedCrop's size \[32, 32\] is not the faces' \[48, 48\]"):
+    with pytest.raises(ConfigError, match=message):
         on_device(compose(crop), noise_faces(1))
 
 

@@ -99,7 +99,7 @@ def check_config(settings: TrainConfig) -> None:
     check_objective(settings.trainer.objective, settings.head.outputs)
     check_monitor(settings.trainer.monitor, settings.head)
     if settings.trainer.augment_on == AugmentOn.device:
-        check_device_transform(settings.augmentation.transform)
+        check_device_transform(settings.augmentation.transform, settings.cache.size)
     else:
         check_transform(settings.augmentation.transform)
     augment_workers(settings.trainer)

@@ -261,10 +261,13 @@ class ResizedCrop(Geometric):
         self.ratio = tuple(float(v) for v in transform.ratio)
         self.interpolation = int(transform.interpolation)
 
-    def forward(self, draw: Draw, height: int, width: int):
+    def check_size(self, height: int, width: int) -> None:
         if self.size != (height, width):
             raise ConfigError(f"augmentation.transform: RandomResizedCrop's size {list(self.size)} is not the faces' "
                               f"[{height}, {width}]; on the device the crop is resized to the face's own size")
+
+    def forward(self, draw: Draw, height: int, width: int):
+        self.check_size(height, width)
         area = float(height * width)
         target = draw.uniform(self.scale[0] * area, self.scale[1] * area, (self.TRIES,))
         ratio = ops.exp(draw.uniform(math.log(self.ratio[0]), math.log(self.ratio[1]), (self.TRIES,)))
@@ -536,12 +539,15 @@ class DevicePlan:
         return out
 
 
-def check_device_transform(serialized: dict[str, Any] | None) -> None:
-    """ConfigError for a preset (or a transform's setting) with no on-device form, or one
-    albumentations itself refuses (check_transform)."""
+def check_device_transform(serialized: dict[str, Any] | None, face_size: int) -> None:
+    """ConfigError for a preset (or a transform's setting) with no on-device form for faces of
+    face_size x face_size pixels, or one albumentations itself refuses (check_transform)."""
     check_transform(serialized)
     if serialized:
-        DevicePlan(serialized)
+        for stage in DevicePlan(serialized).stages:
+            for transform in getattr(stage, "transforms", []):
+                if isinstance(transform, ResizedCrop):
+                    transform.check_size(face_size, face_size)
 
 
 class AugmentFaces(keras.layers.Layer):
