@@ -230,6 +230,19 @@ def drop_holes(images, holes, active, fill):
 
 # --- The preset's transforms -----------------------------------------------------------------------
 
+def floats(values) -> tuple[float, ...]:
+    return tuple(float(v) for v in values)
+
+
+def ints(values) -> tuple[int, ...]:
+    return tuple(int(v) for v in values)
+
+
+def per_axis(ranges: dict | None, convert) -> dict[str, tuple] | None:
+    """albumentations' {"x": range, "y": range} with each range converted (None stays None)."""
+    return None if ranges is None else {axis: convert(ranges[axis]) for axis in "xy"}
+
+
 class Geometric:
     """A transform that moves pixels: forward(draw, height, width) gives its affine map per face."""
 
@@ -256,9 +269,9 @@ class ResizedCrop(Geometric):
 
     def __init__(self, transform):
         super().__init__(transform)
-        self.size = tuple(int(v) for v in transform.size)
-        self.scale = tuple(float(v) for v in transform.scale)
-        self.ratio = tuple(float(v) for v in transform.ratio)
+        self.size = ints(transform.size)
+        self.scale = floats(transform.scale)
+        self.ratio = floats(transform.ratio)
         self.interpolation = int(transform.interpolation)
 
     def check_size(self, height: int, width: int) -> None:
@@ -301,14 +314,12 @@ class Affine(Geometric):
         if transform.fit_output:
             raise ConfigError("augmentation.transform: Affine with fit_output=true changes the face's size; "
                               "use trainer.augment_on=host")
-        self.scale = {axis: tuple(float(v) for v in transform.scale[axis]) for axis in "xy"}
+        self.scale = per_axis(transform.scale, floats)
         self.keep_ratio, self.balanced_scale = bool(transform.keep_ratio), bool(transform.balanced_scale)
-        self.translate_percent = None if transform.translate_percent is None else \
-            {axis: tuple(float(v) for v in transform.translate_percent[axis]) for axis in "xy"}
-        self.translate_px = None if transform.translate_px is None else \
-            {axis: tuple(int(v) for v in transform.translate_px[axis]) for axis in "xy"}
-        self.rotate = tuple(float(v) for v in transform.rotate)
-        self.shear = {axis: tuple(float(v) for v in transform.shear[axis]) for axis in "xy"}
+        self.translate_percent = per_axis(transform.translate_percent, floats)
+        self.translate_px = per_axis(transform.translate_px, ints)
+        self.rotate = floats(transform.rotate)
+        self.shear = per_axis(transform.shear, floats)
         self.interpolation = int(transform.interpolation)
         self.border = (BORDERS[int(transform.border_mode)], transform.fill)
 
@@ -345,8 +356,8 @@ class BrightnessContrast(Pixel):
         if transform.ensure_safe_range:
             raise ConfigError("augmentation.transform: RandomBrightnessContrast with ensure_safe_range=true has no "
                               "on-device form; use trainer.augment_on=host")
-        self.brightness = tuple(float(v) for v in transform.brightness_limit)
-        self.contrast = tuple(float(v) for v in transform.contrast_limit)
+        self.brightness = floats(transform.brightness_limit)
+        self.contrast = floats(transform.contrast_limit)
         self.by_max = bool(transform.brightness_by_max)
 
     def apply(self, images, draw: Draw):
@@ -359,8 +370,8 @@ class BrightnessContrast(Pixel):
 class GaussianBlur(Pixel):
     def __init__(self, transform):
         super().__init__(transform)
-        self.sizes = tuple(int(v) for v in transform.blur_limit)  # 0: from sigma, as PIL
-        self.sigma = tuple(float(v) for v in transform.sigma_limit)
+        self.sizes = ints(transform.blur_limit)  # 0: from sigma, as PIL
+        self.sigma = floats(transform.sigma_limit)
         self.largest = max(self.odd(self.sizes[1]), self.odd(int(self.sigma[1] * 3.5) * 2 + 1))
 
     @staticmethod
@@ -381,8 +392,8 @@ class GaussNoise(Pixel):
         if float(transform.noise_scale_factor) != 1.0:
             raise ConfigError("augmentation.transform: GaussNoise with noise_scale_factor other than 1 has no "
                               "on-device form; use trainer.augment_on=host")
-        self.std = tuple(float(v) for v in transform.std_range)
-        self.mean = tuple(float(v) for v in transform.mean_range)
+        self.std = floats(transform.std_range)
+        self.mean = floats(transform.mean_range)
         self.per_channel = bool(transform.per_channel)
 
     def apply(self, images, draw: Draw):
@@ -398,7 +409,7 @@ class CoarseDropout(Pixel):
         if isinstance(transform.fill, str):
             raise ConfigError(f"augmentation.transform: CoarseDropout's fill {transform.fill!r} has no on-device "
                               "form (a number or one per channel has); use trainer.augment_on=host")
-        self.holes = tuple(int(v) for v in transform.num_holes_range)
+        self.holes = ints(transform.num_holes_range)
         self.heights = tuple(transform.hole_height_range)
         self.widths = tuple(transform.hole_width_range)
         self.fill = np.asarray(transform.fill, dtype=np.float32)
@@ -483,11 +494,6 @@ class WarpStage:
         self.interpolation = "nearest" if asked and all(i == NEAREST for i in asked) else "bilinear"
         self.exact = not asked  # flips alone move whole pixels
 
-    def accepts(self, transform: Geometric) -> bool:
-        """Whether `transform` can join this stage: both read beyond the edge alike."""
-        borders = {t.border for t in [*self.transforms, transform] if t.border is not None}
-        return len(borders) <= 1
-
     def __call__(self, images, draw: Draw):
         height, width = images.shape[1], images.shape[2]
         m = IDENTITY
@@ -515,19 +521,21 @@ class DevicePlan:
         if type(compose_).__name__ != "Compose":
             raise unsupported(type(compose_).__name__)
         self.p = float(compose_.p)
-        self.stages: list[WarpStage | PixelStage] = []
+        # Each pixel transform is a stage; consecutive geometric ones that read beyond the edge
+        # alike (their border, where they have one) are gathered into one WarpStage.
+        groups: list[list[Geometric] | Pixel] = []
         for transform in compose_.transforms:
             name = type(transform).__name__
-            if name in GEOMETRIC:
-                geometric = GEOMETRIC[name](transform)
-                last = self.stages[-1] if self.stages else None
-                if isinstance(last, WarpStage) and last.accepts(geometric):
-                    last.transforms.append(geometric)
-                    self.stages[-1] = WarpStage(last.transforms)
-                else:
-                    self.stages.append(WarpStage([geometric]))
+            if name not in GEOMETRIC:
+                groups.append(pixel_transform(transform))
+                continue
+            geometric = GEOMETRIC[name](transform)
+            last = groups[-1] if groups and isinstance(groups[-1], list) else None
+            if last is not None and len({t.border for t in [*last, geometric] if t.border is not None}) <= 1:
+                last.append(geometric)
             else:
-                self.stages.append(PixelStage(pixel_transform(transform)))
+                groups.append([geometric])
+        self.stages = [WarpStage(group) if isinstance(group, list) else PixelStage(group) for group in groups]
 
     def __call__(self, images, generator: keras.random.SeedGenerator):
         draw = Draw(generator, ops.shape(images)[0])
