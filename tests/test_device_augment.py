@@ -62,7 +62,7 @@ def as_float(faces: np.ndarray) -> np.ndarray:
 def test_an_affine_map_resamples_as_albumentations(border):
     from albumentations.augmentations.geometric import functional as fgeometric
 
-    from affectexp.training.device_augment import BORDERS, affine_matrix, invert, to_pixels, warp
+    from affectexp.training.device_augment import BORDERS, Edge, affine_matrix, invert, resample, to_pixels
 
     faces = noise_faces(2)
     for params in [(1.1, 0.9, 3, -4, 12.0, 3.0, -2.0), (0.85, 1.15, -3, 2, -15.0, -5.0, 5.0)]:
@@ -73,7 +73,7 @@ def test_an_affine_map_resamples_as_albumentations(border):
         expected = np.stack([fgeometric.warp_affine(face, matrix, cv2.INTER_LINEAR, 7, border, (SIZE, SIZE))
                              for face in faces])
         forward = affine_matrix(*[np.full(2, v, np.float32) for v in params], SIZE, SIZE)
-        got = numpy(to_pixels(warp(as_float(faces), invert(forward), BORDERS[border], 7.0)))
+        got = numpy(to_pixels(resample(as_float(faces), [(invert(forward), Edge(BORDERS[border], 7.0))])))
         assert np.abs(got - faces).mean() > 40  # the faces did move
         difference = np.abs(got - expected.reshape(got.shape))  # float32 and OpenCV's rounding part at .5
         assert difference.max() <= 1 and np.mean(difference > 0) < 0.005
@@ -86,20 +86,118 @@ def test_flips_move_whole_pixels():
     np.testing.assert_array_equal(on_device(compose(*flips), faces), faces[:, ::-1, ::-1])
 
 
-def test_a_resized_crop_is_albumentations_within_a_grey_level_inside_its_edge():
-    """cv2.resize interpolates in fixed point (one grey level); the device reads the face beyond the
-    crop's edge where cv2.resize repeats the edge, so the outermost pixels differ (module docstring)."""
-    from affectexp.training.device_augment import invert, resized_crop_matrix, to_pixels, warp
+def test_a_resized_crop_is_albumentations_within_a_grey_level():
+    """cv2.resize interpolates in fixed point: a grey level at the most; at the crop's edge it repeats
+    the edge, and so does the device (the crop's window)."""
+    from affectexp.training.device_augment import Edge, invert, resample, resized_crop_matrix, to_pixels
 
     faces = noise_faces(3)
     crops = [(3, 5, 40, 38), (0, 0, SIZE, SIZE), (8, 2, 36, 44)]
     expected = np.stack([cv2.resize(face[y:y + h, x:x + w], (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
                          for face, (x, y, w, h) in zip(faces, crops)])[..., None]
-    forward = resized_crop_matrix(*[np.array(v, np.float32) for v in zip(*crops)], SIZE, SIZE)
-    got = numpy(to_pixels(warp(as_float(faces), invert(forward))))
+    x_min, y_min, width, height = (np.array(v, np.float32) for v in zip(*crops))
+    forward = resized_crop_matrix(x_min, y_min, width, height, SIZE, SIZE)
+    window = (x_min, y_min, x_min + width - 1, y_min + height - 1)
+    got = numpy(to_pixels(resample(as_float(faces), [(invert(forward), Edge(window=window))])))
     difference = np.abs(got - expected)
-    assert difference[:, 1:-1, 1:-1].max() <= 1 and difference[:, 1:-1, 1:-1].mean() < 0.5
+    assert difference.max() <= 1 and difference.mean() < 0.5
     np.testing.assert_array_equal(got[1], expected[1])  # the whole face: nothing moves
+
+
+def smooth_faces(n: int, seed: int = 0) -> np.ndarray:
+    """(n, SIZE, SIZE, 1) uint8 faces of smooth shading over 0..255, as faces are: where neighbours
+    are alike, resampling once or twice differs by little."""
+    rng = np.random.default_rng(seed)
+    shading = np.stack([cv2.GaussianBlur(rng.random((SIZE, SIZE), np.float32), (0, 0), 3) for _ in range(n)])
+    low, high = shading.min(axis=(1, 2), keepdims=True), shading.max(axis=(1, 2), keepdims=True)
+    return np.round((shading - low) / (high - low) * 255).astype(np.uint8)[..., None]
+
+
+AFFINES = [(0.85, 0.9, 4, -3, 15.0, 4.0, -3.0), (1.1, 1.05, -4, 2, -12.0, -5.0, 5.0)]  # one per face
+CROPS = [(6, 4, 36, 40), (2, 8, 40, 34)]  # x, y, width, height
+
+
+def theirs_affine(face: np.ndarray, params, border: int) -> np.ndarray:
+    from albumentations.augmentations.geometric import functional as fgeometric
+
+    scale_x, scale_y, translate_x, translate_y, rotate, shear_x, shear_y = params
+    matrix = fgeometric.create_affine_transformation_matrix(
+        {"x": translate_x, "y": translate_y}, {"x": shear_x, "y": shear_y}, {"x": scale_x, "y": scale_y},
+        rotate, fgeometric.center((SIZE, SIZE)))
+    return fgeometric.warp_affine(face, matrix, cv2.INTER_LINEAR, 7, border, (SIZE, SIZE)).reshape(face.shape)
+
+
+def theirs_crop(face: np.ndarray, crop) -> np.ndarray:
+    x, y, width, height = crop
+    return cv2.resize(face[y:y + height, x:x + width], (SIZE, SIZE), interpolation=cv2.INTER_LINEAR).reshape(face.shape)
+
+
+def crop_move():
+    from affectexp.training.device_augment import Edge, invert, resized_crop_matrix
+
+    x_min, y_min, width, height = (np.array(v, np.float32) for v in zip(*CROPS))
+    window = (x_min, y_min, x_min + width - 1, y_min + height - 1)
+    return invert(resized_crop_matrix(x_min, y_min, width, height, SIZE, SIZE)), Edge(window=window)
+
+
+def affine_move(params, border: int):
+    from affectexp.training.device_augment import BORDERS, Edge, affine_matrix, invert
+
+    forward = affine_matrix(*[np.array(v, np.float32) for v in zip(*params)], SIZE, SIZE)
+    return invert(forward), Edge(BORDERS[border], 7.0)
+
+
+@pytest.mark.parametrize("later", [0, 1, 2, 4])  # constant, replicate, reflect, reflect_101
+@pytest.mark.parametrize("earlier", ["crop", 1, 2, 4])
+def test_an_affine_read_through_a_crop_or_affine_is_albumentations_within_a_few_grey_levels(earlier, later):
+    """Resampled once where albumentations resamples (and rounds) twice, each transform reading
+    beyond its input's edge as its border says: a few grey levels on a smooth face."""
+    from affectexp.training.device_augment import resample, to_pixels
+
+    faces = smooth_faces(2)
+    if earlier == "crop":
+        first, middle = crop_move(), [theirs_crop(face, crop) for face, crop in zip(faces, CROPS)]
+    else:
+        first, middle = affine_move(AFFINES[::-1], earlier), [theirs_affine(face, params, earlier)
+                                                               for face, params in zip(faces, AFFINES[::-1])]
+    expected = np.stack([theirs_affine(face, params, later) for face, params in zip(middle, AFFINES)])
+    got = numpy(to_pixels(resample(as_float(faces), [first, affine_move(AFFINES, later)])))
+    difference = np.abs(got - expected)
+    assert np.abs(got - faces).mean() > 10  # the faces did move
+    assert difference.max() <= 4 and np.mean(difference > 2) < 0.01
+
+
+def test_an_affine_after_a_crop_repeats_the_crop_edge_as_albumentations():
+    """Beyond a crop, an Affine with replicate reads the crop's edge, not the face around the crop."""
+    from affectexp.training.device_augment import resample, to_pixels
+
+    faces = np.zeros((2, SIZE, SIZE, 1), np.uint8)  # 0 around each crop, 200 within it
+    for face, (x, y, width, height) in zip(faces, CROPS):
+        face[y:y + height, x:x + width] = 200
+    expected = np.stack([theirs_affine(theirs_crop(face, crop), params, 1)
+                         for face, crop, params in zip(faces, CROPS, AFFINES)])
+    assert (expected == 200).all()
+    got = numpy(to_pixels(resample(as_float(faces), [crop_move(), affine_move(AFFINES, 1)])))
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_geometric_transforms_resample_together_unless_a_border_draws_edges_inside():
+    from affectexp.training.device_augment import DevicePlan
+
+    def affine(border: int) -> dict:
+        return {"__class_fullname__": "Affine", "rotate": [-10, 10], "border_mode": border, "p": 1.0}
+
+    crop = {"__class_fullname__": "RandomResizedCrop", "size": [SIZE, SIZE], "p": 1.0}
+    flip = {"__class_fullname__": "HorizontalFlip", "p": 0.5}
+    brightness = {"__class_fullname__": "RandomBrightnessContrast", "p": 1.0}
+    plan = DevicePlan(compose(flip, crop, affine(1), affine(0), affine(4), affine(3), flip, brightness, affine(2)))
+    stages = [[(type(t).__name__, t.border) for t in stage.transforms] if hasattr(stage, "transforms")
+              else type(stage.transform).__name__ for stage in plan.stages]
+    assert stages == [
+        [("Flip", "replicate"), ("ResizedCrop", "replicate"), ("Affine", "replicate"), ("Affine", "constant")],
+        [("Affine", "reflect_101")], [("Affine", "wrap")], [("Flip", "replicate")],
+        "BrightnessContrast", [("Affine", "reflect")]]
+    assert len(DevicePlan(preset()).stages[0].transforms) == 3  # strong: flip, crop and Affine resampled once
 
 
 def test_brightness_contrast_noise_and_holes_are_albumentations_exactly():
@@ -189,7 +287,7 @@ def albumentations_params(built, image: np.ndarray) -> list[dict]:
 def test_affine_draws_albumentations_maps():
     transform = transform_named(preset(), "Affine")
     ours, theirs = device_transform(transform)
-    forward = [numpy(v) for v in ours.forward(draws(), SIZE, SIZE)]
+    forward = [numpy(v) for v in ours.forward(draws(), SIZE, SIZE)[0]]
     reference = np.array([p["matrix"][:2].ravel() for p in albumentations_params(theirs, noise_faces(1)[0])])
     for index, name in enumerate("abcdef"):
         assert_same_distribution(forward[index], reference[:, index], f"Affine coefficient {name}")
@@ -197,10 +295,14 @@ def test_affine_draws_albumentations_maps():
 
 def test_resized_crop_draws_albumentations_crops():
     ours, theirs = device_transform(transform_named(preset(), "RandomResizedCrop"))
-    a, _, c, _, e, f = [numpy(v) for v in ours.forward(draws(), SIZE, SIZE)]
-    # Whole pixels, recovered from the map in float32.
-    width, height = np.round(SIZE / a), np.round(SIZE / e)
-    x_min, y_min = np.round(0.5 - (c + 0.5) / a), np.round(0.5 - (f + 0.5) / e)
+    (a, _, c, _, e, f), edge = ours.forward(draws(), SIZE, SIZE)
+    x_min, y_min, x_max, y_max = (numpy(v) for v in edge.window)
+    width, height = x_max - x_min + 1, y_max - y_min + 1
+    # The map resizes that window to the face.
+    np.testing.assert_allclose(numpy(a), SIZE / width, rtol=1e-6)
+    np.testing.assert_allclose(numpy(e), SIZE / height, rtol=1e-6)
+    np.testing.assert_allclose(numpy(c), (0.5 - x_min) * SIZE / width - 0.5, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(numpy(f), (0.5 - y_min) * SIZE / height - 0.5, rtol=1e-5, atol=1e-4)
     crops = np.array([p["crop_coords"] for p in albumentations_params(theirs, noise_faces(1)[0])])
     for got, expected, name in [(width, crops[:, 2] - crops[:, 0], "width"), (height, crops[:, 3] - crops[:, 1], "height"),
                                 (x_min, crops[:, 0], "x_min"), (y_min, crops[:, 1], "y_min")]:
