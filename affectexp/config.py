@@ -322,6 +322,14 @@ VALUE_RANGES = (
     ("head.affect_weight", lambda v: v >= 0, "a loss weight, 0 or more"),
     ("optimizer.lr", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
      "the learning rate, a number above 0"),
+    ("trainer.epochs", lambda v: v >= 1, "the epochs to train, 1 or more"),
+    ("trainer.batch_size", lambda v: v >= 1, "faces per training step, 1 or more"),
+    ("trainer.steps_per_epoch", lambda v: v >= 1, "training steps per epoch, 1 or more (null: the whole train split)"),
+    ("trainer.label_smoothing", lambda v: 0.0 <= v < 1.0, "the share of each target spread over the classes, in [0, 1)"),
+    ("trainer.early_stopping_patience", lambda v: v >= 0, "epochs without improvement before stopping, 0 (never) or more"),
+    ("trainer.ram_budget_mb", lambda v: v >= 0, "megabytes, 0 (always stream the cache) or more"),
+    ("tuner.max_trials", lambda v: v >= 1, "the trials to run, 1 or more"),
+    ("tuner.hyperband_factor", lambda v: v >= 2, "hyperband's reduction factor, 2 or more"),
 )
 
 

@@ -130,3 +130,18 @@ def test_typo_or_wrong_type_fails_at_composition(override, tmp_path):
     # Hydra's message names what was wrong: the key, or the value it could not take.
     message = f"{error.value} {error.value.__cause__}"
     assert key.rsplit(".", 1)[-1] in message or value in message, message
+
+
+@pytest.mark.parametrize("override", [
+    "trainer.epochs=0", "trainer.batch_size=0", "trainer.steps_per_epoch=0", "trainer.steps_per_epoch=-1",
+    "trainer.label_smoothing=1.5", "trainer.early_stopping_patience=-1", "trainer.ram_budget_mb=-1",
+    "tuner=random tuner.max_trials=0", "tuner=hyperband tuner.hyperband_factor=1"])
+def test_a_value_no_run_can_use_stops_naming_the_key(override, tmp_path):
+    """Refused by check_values, which every task calls before any work or MLflow run."""
+    from affectexp.config import check_values
+    from affectexp.errors import ConfigError
+
+    key, _, value = override.split()[-1].partition("=")
+    cfg = compose_config("train", tmp_path, override.split())
+    with pytest.raises(ConfigError, match=rf"^{key}: {value}; it must be "):
+        check_values(cfg)

@@ -264,3 +264,10 @@ def test_ctrl_c_ends_the_workers_in_one_line_and_the_rerun_continues(synthetic_r
     with caplog.at_level(logging.INFO, logger="affectexp"):
         run_preprocess(cfg)
     assert "Resuming" in caplog.text and not parts.exists()
+
+
+def test_a_trainer_value_no_run_can_use_stops_before_any_mlflow_run(built_cache, tmp_path):
+    result = run_entry("train.py", [f"paths.root={tmp_path}", f"cache.path={built_cache[1].cache.path}",
+                                    "cache.size=48", "trainer.epochs=0"])
+    assert "trainer.epochs: 0; it must be the epochs to train, 1 or more" in the_error_line(result)
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()

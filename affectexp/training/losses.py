@@ -35,8 +35,6 @@ class SmoothedSparseCrossentropy(keras.losses.Loss):
 
 def classification_loss(num_classes: int, label_smoothing: float) -> keras.losses.Loss | str:
     """Keras' own sparse cross-entropy, or the smoothed one when label_smoothing > 0."""
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"trainer.label_smoothing: {label_smoothing} is not in [0, 1)")
     if label_smoothing == 0:
         return "sparse_categorical_crossentropy"
     return SmoothedSparseCrossentropy(num_classes, label_smoothing)
