@@ -165,6 +165,34 @@ def test_deterministic_training_gives_the_same_weights_twice(built_cache, tmp_pa
     assert any(not np.array_equal(a, c) for a, c in zip(first, other))
 
 
+def test_a_config_trained_alone_and_as_a_sweep_job_are_two_runs_that_keep_their_own_folders(built_cache, tmp_path):
+    """The job has its parent's folder: it neither continues nor takes over the run trained
+    alone, whose rerun still finds it finished."""
+    from affectexp.tasks.train import config_fingerprint, train
+    from affectexp.tracking import Parent
+
+    cfg = compose_config("train", tmp_path, ["cache.size=48", *TINY_MODEL, "trainer.epochs=1", "trainer.steps_per_epoch=2",
+                                             f"cache.path={built_cache[1].cache.path}"])
+    client = MlflowClient(cfg.logger.tracking_uri)
+
+    def runs() -> dict[str, str | None]:
+        [experiment] = client.search_experiments(filter_string=f"name = '{cfg.logger.experiment_name}'")
+        return {run.info.run_id: run.data.tags.get("mlflow.parentRunId")
+                for run in client.search_runs([experiment.experiment_id])}
+
+    train(cfg)
+    [alone] = runs()
+    sweep = client.create_run(client.get_run(alone).info.experiment_id, run_name="sweep")
+    train(cfg, Parent(sweep.info.run_id, "job"))
+    train(cfg)  # finds the run trained alone: nothing to do
+    [job] = [run for run, parent in runs().items() if parent == sweep.info.run_id]
+    assert runs() == {alone: None, sweep.info.run_id: None, job: sweep.info.run_id}
+    assert client.get_run(alone).info.status == client.get_run(job).info.status == "FINISHED"
+    runs_dir, fingerprint = tmp_path / "runs", config_fingerprint(cfg)
+    assert (runs_dir / fingerprint / "mlflow_run_id").read_text() == alone
+    assert (runs_dir / "children" / sweep.info.run_id / fingerprint / "best.keras").is_file()
+
+
 MIRRORED_RUN = """
 import logging
 import sys

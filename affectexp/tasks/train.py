@@ -160,9 +160,8 @@ def train_on_cache(settings: TrainConfig, resolved: dict, cache: FaceCache, pare
     trainer, logger = settings.trainer, settings.logger
     split_sizes = {split: cache.split_size(split) for split in ("train", *OBJECTIVE_SPLITS)}
     evaluated = [split for split in OBJECTIVE_SPLITS if split_sizes[split] > 0]
-    work_dir = Path(settings.paths.runs_dir) / fingerprint_of(resolved)
+    work_dir = run_folder(Path(settings.paths.runs_dir), fingerprint_of(resolved), parent)
     experiment_id = tracking.configure_logger(logger)
-    # The config's run folder (runs/<config hash>), chosen by paths.runs_dir and the config itself.
     with locks.exclusive_lock(work_dir / "run", "paths.runs_dir"):
         finished = tracking.recorded_run(work_dir, parent.run_id if parent else None)
         if finished is not None and finished.info.status == "FINISHED":
@@ -194,6 +193,14 @@ def train_on_cache(settings: TrainConfig, resolved: dict, cache: FaceCache, pare
         write_outputs(settings, run.info.run_id)
     log.info("Open the MLflow UI with: %s", tracking.ui_command(mlflow.get_tracking_uri()))
     return metrics
+
+
+def run_folder(runs_dir: Path, fingerprint: str, parent: tracking.Parent | None) -> Path:
+    """Where a run of this config commits its epochs and records its MLflow run: runs/<config hash>
+    for a run of its own; runs/children/<parent run id>/<config hash> for a sweep's job or a
+    search's trial, so that the same config trained alone and under any parent are separate runs
+    that never take over each other's checkpoints (a rerun continues or finds its own)."""
+    return runs_dir / fingerprint if parent is None else runs_dir / "children" / parent.run_id / fingerprint
 
 
 def write_outputs(settings: TrainConfig, run_id: str) -> None:
