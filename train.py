@@ -24,9 +24,14 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    import sys
     from pathlib import Path
 
+    from affectexp.config import check_unchosen_groups
+    from affectexp.errors import exit_on_user_error
     from affectexp.pipelines.contract import use_container_contract
 
     use_container_contract("train", Path(__file__).resolve().parent / "conf")  # inside SageMaker only
+    with exit_on_user_error():
+        check_unchosen_groups("train", sys.argv[1:])
     main()

@@ -9,7 +9,8 @@ untyped here: they are checked against the signature of what their `_target_` na
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
+from difflib import get_close_matches
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
@@ -334,10 +335,17 @@ VALUE_RANGES = (
 
 
 def check_values(cfg: DictConfig) -> None:
-    """Refuse, naming the key, a mandatory value left out (`???`) or a value out of its range.
+    """Refuse, naming the key, a key the schema does not have (added with `+key=...`), a
+    mandatory value left out (`???`) or a value out of its range.
 
     Keys that `cfg` does not have are not checked, so every entry config can be passed.
     """
+    unknown = unknown_keys(cfg)
+    if unknown:
+        key, known = unknown[0]
+        close = get_close_matches(key.rsplit(".", 1)[-1], known, n=1)
+        hint = f" (did you mean {key.rsplit('.', 1)[0] + '.' if '.' in key else ''}{close[0]}?)" if close else ""
+        raise ConfigError(f"{key}: no such key{hint}; a `+` adds a key that nothing reads: remove it")
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         also = f" (also missing: {', '.join(missing[1:])})" if len(missing) > 1 else ""
@@ -346,6 +354,51 @@ def check_values(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value is not None and not allowed(value):
             raise ConfigError(f"{key}: {value}; it must be {expected}")
+
+
+def unknown_keys(cfg: DictConfig, prefix: str = "") -> list[tuple[str, list[str]]]:
+    """(dotted key, the keys its node has in its schema) for each key of a typed node that its
+    schema does not have: Hydra's `+key=...` adds one where a plain override would stop at
+    composition. Untyped nodes (dataset, model, optimizer) are checked against their `_target_`."""
+    schema = OmegaConf.get_type(cfg)
+    if not is_dataclass(schema):
+        return []
+    known = [f.name for f in fields(schema)]
+    found = [(prefix + key, known) for key in cfg.keys() if key not in known]
+    for key in known:
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig) and not node._is_none():
+            found += unknown_keys(node, f"{prefix}{key}.")
+    return found
+
+
+def check_unchosen_groups(entry: str, overrides: list[str]) -> None:
+    """ConfigError for a command-line override of a key inside a group that the entry config leaves
+    unchosen (`tuner: null` in conf/train.yaml) and that no override chooses: `tuner.max_trials=2`
+    without `tuner=random`. For the entry scripts, before Hydra composes: Hydra stops there with
+    an internal traceback. The groups an experiment chooses (`experiment=NAME`) count as chosen."""
+    import yaml
+
+    def defaults_of(path: Path) -> dict:
+        """{group: choice} of a config file's defaults list ("override /tuner: random" -> "tuner")."""
+        if not path.is_file():
+            return {}  # an experiment elsewhere (--config-dir): Hydra names what it cannot find
+        items = (yaml.safe_load(path.read_text()) or {}).get("defaults", [])
+        return {group.removeprefix("override ").lstrip("/"): choice
+                for item in items if isinstance(item, dict) for group, choice in item.items()}
+
+    unchosen = {group for group, choice in defaults_of(CONF_DIR / f"{entry}.yaml").items() if choice is None}
+    keys = [override.lstrip("+~").split("=", 1)[0] for override in overrides]
+    chosen = {key.split("@", 1)[0] for key in keys if "." not in key}
+    for override in overrides:
+        key, _, value = override.lstrip("+").partition("=")
+        if key == "experiment":
+            chosen |= set(defaults_of(CONF_DIR / "experiment" / f"{value}.yaml"))
+    for key in keys:
+        group = key.split(".", 1)[0]
+        if "." in key and group in unchosen and group not in chosen:
+            options = sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+            raise ConfigError(f"{key}: no {group} is chosen to set it on; choose one too: {group}=<{'|'.join(options)}>")
 
 
 def register_schemas() -> None:

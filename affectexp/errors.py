@@ -24,6 +24,8 @@ def exit_on_user_error() -> Iterator[None]:
     try:
         yield
     except UserInputError as error:
+        if not logging.getLogger().handlers:  # before Hydra has configured logging: its format
+            logging.basicConfig(format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
         logging.getLogger("affectexp").error("%s", error)
         raise SystemExit(1) from None
 

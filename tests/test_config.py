@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -145,3 +146,31 @@ def test_a_value_no_run_can_use_stops_naming_the_key(override, tmp_path):
     cfg = compose_config("train", tmp_path, override.split())
     with pytest.raises(ConfigError, match=rf"^{key}: {value}; it must be "):
         check_values(cfg)
+
+
+@pytest.mark.parametrize("entry, override, message", [
+    ("preprocess", "+foo=1", "foo: no such key; "),
+    ("train", "+trainer.epoch=3", "trainer.epoch: no such key (did you mean trainer.epochs?); "),
+    ("evaluate", "+cache.sise=48", "cache.sise: no such key (did you mean cache.size?); "),
+])
+def test_a_key_added_with_a_plus_that_no_schema_has_stops_naming_it(entry, override, message, tmp_path):
+    """Hydra suggests `+key=...` for a key it does not know; nothing would read it."""
+    from affectexp.config import check_values
+    from affectexp.errors import ConfigError
+
+    cfg = compose_config(entry, tmp_path, [override, "model_uri=unused"] if entry == "evaluate" else [override])
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_values(cfg)
+
+
+def test_a_key_of_a_group_left_unchosen_names_the_group_to_choose():
+    from affectexp.config import check_unchosen_groups
+    from affectexp.errors import ConfigError
+
+    for overrides in (["tuner.max_trials=2"], ["experiment=quick48", "tuner.max_trials=2"], ["-m", "debug.x=1,2"]):
+        with pytest.raises(ConfigError, match=r"^(tuner|debug)\.\w+: no (tuner|debug) is chosen to set it on; "
+                                              r"choose one too: (tuner=<bayesian\|hyperband\|random>|debug=<fast>)$"):
+            check_unchosen_groups("train", overrides)
+    for overrides in (["tuner=random", "tuner.max_trials=2"], ["+tuner=hyperband", "tuner.hyperband_factor=2"],
+                      ["trainer.epochs=2", "model=resnet"]):
+        check_unchosen_groups("train", overrides)

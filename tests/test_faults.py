@@ -271,3 +271,9 @@ def test_a_trainer_value_no_run_can_use_stops_before_any_mlflow_run(built_cache,
                                     "cache.size=48", "trainer.epochs=0"])
     assert "trainer.epochs: 0; it must be the epochs to train, 1 or more" in the_error_line(result)
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_key_of_the_unchosen_tuner_is_one_line_not_hydras_traceback(tmp_path):
+    result = run_entry("train.py", [f"paths.root={tmp_path}", "tuner.max_trials=2"])
+    assert ("tuner.max_trials: no tuner is chosen to set it on; choose one too: tuner=<bayesian|hyperband|random>"
+            in the_error_line(result))
