@@ -91,6 +91,22 @@ def test_a_list_s_faces_are_the_cache_s_faces_byte_for_byte(trained, model_uri, 
     assert not cached, f"{len(cached)} cached faces not in the list"
 
 
+def test_loading_a_logged_model_leaves_no_copy_of_it_behind(trained, model_uri, tmp_path, monkeypatch):
+    import tempfile
+
+    import mlflow
+
+    from affectexp.inference.model import load_face_model
+
+    mlflow.set_tracking_uri(trained[1].logger.tracking_uri)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where MLflow and tempfile put their copies
+    model = load_face_model(model_uri)
+    assert model.predict(np.zeros((1, *model.keras_model.input_shape[1:]), np.uint8)).shape == (1, len(model.class_names))
+    assert not list(scratch.iterdir())
+
+
 def test_predict_py_on_the_test_list_reproduces_the_run_s_test_accuracy(trained, model_uri, synthetic_root, tmp_path):
     _, cfg, run = trained
     output = tmp_path / "faces.csv"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import tempfile
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -184,15 +185,18 @@ def load_face_model(model_uri: str) -> FaceModel:
             raise UserInputError(f"model_uri: {model_uri} does not exist; pass {URI_FORMS}")
         check_keras_archive(path)
         return FaceModel(keras.models.load_model(path, compile=False), None, None)
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
-    except (mlflow.exceptions.MlflowException, OSError) as error:
-        message = getattr(error, "message", str(error))
-        raise UserInputError(f"model_uri: cannot load {model_uri} ({message}); pass {URI_FORMS}") from None
-    if not (local / "MLmodel").is_file():
-        raise UserInputError(f"model_uri: {model_uri} is not an MLflow model (no MLmodel file); pass {URI_FORMS}")
-    metadata = Model.load(str(local / "MLmodel")).metadata or {}
-    keras_model = mlflow.keras.load_model(str(local), load_model_kwargs={"compile": False})
+    # MLflow copies the model's files (from a run, the registry, a server, or a folder) into a
+    # folder it leaves behind; once loaded, the model is in memory and the copy goes.
+    with tempfile.TemporaryDirectory(prefix="affectexp-model-") as scratch:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=scratch))
+        except (mlflow.exceptions.MlflowException, OSError) as error:
+            message = getattr(error, "message", str(error))
+            raise UserInputError(f"model_uri: cannot load {model_uri} ({message}); pass {URI_FORMS}") from None
+        if not (local / "MLmodel").is_file():
+            raise UserInputError(f"model_uri: {model_uri} is not an MLflow model (no MLmodel file); pass {URI_FORMS}")
+        metadata = Model.load(str(local / "MLmodel")).metadata or {}
+        keras_model = mlflow.keras.load_model(str(local), load_model_kwargs={"compile": False})
     spec = metadata.get("face_spec")
     return FaceModel(keras_model, metadata.get("class_names"), FaceSpec(**spec) if spec else None)
 
