@@ -277,3 +277,22 @@ def test_a_key_of_the_unchosen_tuner_is_one_line_not_hydras_traceback(tmp_path):
     result = run_entry("train.py", [f"paths.root={tmp_path}", "tuner.max_trials=2"])
     assert ("tuner.max_trials: no tuner is chosen to set it on; choose one too: tuner=<bayesian|hyperband|random>"
             in the_error_line(result))
+
+
+def test_a_cache_path_that_is_a_folder_is_named_before_any_work(synthetic_root, tmp_path):
+    from affectexp.data.cache import CacheError, FaceCache
+    from affectexp.tasks.preprocess import run_preprocess
+
+    folder = tmp_path / "caches"
+    folder.mkdir()
+    (folder / "kept.txt").write_text("kept")
+    message = rf"^cache.path: {folder} is a folder; a cache is one file: give its path, such as {folder}/faces.h5$"
+    for overwrite in ("false", "true"):
+        cfg = compose_config("preprocess", tmp_path, preprocess_args(synthetic_root, tmp_path, f"cache.path={folder}",
+                                                                    f"overwrite={overwrite}"))
+        with pytest.raises(CacheError, match=message):
+            run_preprocess(cfg)
+    with pytest.raises(CacheError, match=message):
+        FaceCache(folder)
+    assert [p.name for p in tmp_path.parent.glob(f"{tmp_path.name}/caches*")] == ["caches"]
+    assert [p.name for p in folder.iterdir()] == ["kept.txt"]

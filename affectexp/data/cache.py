@@ -67,12 +67,20 @@ def create_layout(file: h5py.File, rows: int, face_shape: tuple[int, int, int], 
                         chunks=(1024,))
 
 
+def check_not_a_folder(path: Path) -> None:
+    """CacheError for a cache.path that names a folder: a cache is one file."""
+    if path.is_dir():
+        raise CacheError(f"cache.path: {path} is a folder; a cache is one file: give its path, "
+                         f"such as {path / 'faces.h5'}")
+
+
 class FaceCache:
     """Read access to a finished cache. Refuses, naming the file, one that is not an HDF5 file,
     is truncated or damaged, or is of another schema version."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        check_not_a_folder(self.path)
         if not self.path.is_file():
             raise CacheError(f"cache.path: {self.path} does not exist")
         try:

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from affectexp.config import PreprocessConfig, check_values
-from affectexp.data.cache import CacheError
+from affectexp.data.cache import CacheError, check_not_a_folder
 from affectexp.data.cache_writer import CacheWriter, full_disk_as_error, partial_path, replaced_when_complete
 from affectexp.data.faces import FaceSpec
 from affectexp.data.labels import ClassSet
@@ -84,6 +84,7 @@ def run_preprocess(cfg: DictConfig) -> PreprocessSummary:
     check_shard(shard.index, shard.count)
     resolve_workers(settings.num_workers)
     cache_path = Path(settings.cache.path)
+    check_not_a_folder(cache_path)
     sharded = shard.count > 1 and not settings.merge
     written = shard_path(cache_path, shard.index, shard.count) if sharded else cache_path
     with exclusive_lock(written, "cache.path"):
