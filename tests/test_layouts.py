@@ -284,6 +284,24 @@ def test_absolute_paths_inside_the_root_are_read_outside_it_refused(canonical, t
         assert f"training.csv:{inside + 1}" in cache["source_row"].asstr()[:].tolist()
 
 
+def test_a_row_that_is_not_text_is_reported_and_a_list_that_is_not_text_is_named(canonical, tmp_path):
+    root = copy_root(canonical, tmp_path / "affectnet")
+    training = root / LISTS / layout.TRAINING_CSV
+    records = read_list(training)
+    latin1 = expression_rows(records)[0]
+    records[latin1][0] += "MARK"  # a Latin-1 e with an accent in its path
+    write_list(training, records)
+    training.write_bytes(training.read_bytes().replace(b"MARK", b"\xe9"))
+    summary, _ = build(root, tmp_path / "work")
+    report = pd.read_csv(summary.report_path)
+    assert report.loc[report["reason"] == "not_text", "row_id"].tolist() == [f"training.csv:{latin1 + 1}"]
+    assert summary.skipped["not_text"] == 1 and sum(summary.written["train"].values()) > 0
+
+    training.write_bytes(bytes(range(256)) * 4)  # not text at all
+    with pytest.raises(SourceError, match=rf"^{training}: line 1 is not UTF-8 text .*; save the list as UTF-8"):
+        build(root, tmp_path / "work", ["overwrite=true"])
+
+
 def test_rows_with_too_few_or_too_many_fields_are_malformed(canonical, tmp_path):
     root = copy_root(canonical, tmp_path / "affectnet")
     records = read_list(root / LISTS / layout.TRAINING_CSV)

@@ -88,11 +88,13 @@ def test_fer2013_bad_lines_are_reported(tmp_path):
 @pytest.mark.parametrize(("content", "message"), [
     ("label,image\n1,2 3\n", r"fer2013\.csv: expected columns emotion,pixels,Usage; found label,image"),
     ("", r"fer2013\.csv: empty file"),
+    ("\x00\x01\x02\x1b[2J\xff\xfe\n", r"fer2013\.csv: line 1 is not UTF-8 text \(a binary file, or another encoding\); "
+                                     r"expected columns emotion,pixels,Usage$"),
 ])
 def test_fer2013_wrong_or_empty_csv_stops_before_any_work(tmp_path, content, message):
     root = tmp_path / "fer"
     root.mkdir()
-    (root / "fer2013.csv").write_text(content)
+    (root / "fer2013.csv").write_bytes(content.encode("latin-1"))
     cfg = compose_config("preprocess", tmp_path / "work", ["dataset=fer2013", f"dataset.root={root}"])
     with pytest.raises(SourceError, match=message):
         run_preprocess(cfg)

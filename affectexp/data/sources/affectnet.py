@@ -6,6 +6,7 @@ import csv
 import itertools
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,12 +142,27 @@ def _per_set(key: str, given: Mapping[str, str | None] | None) -> dict[str, str 
 CHUNK_LINES = 5_000
 
 
+def _open_list(csv_path: Path):
+    """An AffectNet list as text: UTF-8, a byte-order mark dropped; a byte that is not UTF-8 is
+    kept as a lone surrogate (surrogateescape), so that its record can be reported (_is_text)
+    instead of stopping the whole list."""
+    return open(csv_path, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def _is_text(fields: list[str]) -> bool:
+    """False for a record holding bytes that are not UTF-8 (kept by _open_list as surrogates) or
+    control characters: another encoding, or not text at all."""
+    return not any(NOT_TEXT.search(field) for field in fields)
+
+
+NOT_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f\udc80-\udcff]")
+
+
 def _records(handle) -> Iterator[tuple[int, list[str]]]:
     """(line number where the record ends, its fields) of every non-blank CSV record.
 
     The csv module, not a split on commas: quoted fields (a header in quotes included) and
-    CRLF line endings are read as CSV says; the caller opens the file as utf-8-sig, which
-    drops a byte-order mark.
+    CRLF line endings are read as CSV says; the caller opens the file with _open_list.
     """
     reader = csv.reader(handle, skipinitialspace=True)
     for fields in reader:
@@ -160,8 +176,11 @@ def list_layout(csv_path: Path) -> list[str] | None:
     columns when it is not an AffectNet list."""
     if not csv_path.is_file():
         raise SourceError(f"{csv_path}: file not found (expected AffectNet's annotation list here)")
-    with open(csv_path, encoding="utf-8-sig", newline="") as handle:
-        _, found = next(_records(handle), (0, []))
+    with _open_list(csv_path) as handle:
+        line, found = next(_records(handle), (0, []))
+    if not _is_text(found):
+        raise SourceError(f"{csv_path}: line {line} is not UTF-8 text (a binary file, or another encoding); "
+                          "save the list as UTF-8, as AffectNet's lists are")
     found = [field.strip() for field in found]
     if not found:
         raise SourceError(f"{csv_path}: empty file; expected columns {','.join(layout.CSV_COLUMNS)}")
@@ -177,11 +196,12 @@ def read_annotation_list(csv_path: Path, header: list[str] | None, landmarks: bo
     """One frame of strings per chunk of CHUNK_LINES records, with the columns CSV_COLUMNS
     (facial_landmarks only when asked for), `line` (the record's line number in the file) and
     `fields_ok` (False where the record has more or fewer fields than the header: its other
-    columns are then ""); `header` as list_layout() found it."""
+    columns are then "") and `text_ok` (False where it holds bytes that are not UTF-8 text: its
+    fields_ok is False too); `header` as list_layout() found it."""
     names = header if header is not None else list(layout.CSV_COLUMNS)
     wanted = [c for c in layout.CSV_COLUMNS if landmarks or c != "facial_landmarks"]
     positions = [names.index(c) for c in wanted]
-    with open(csv_path, encoding="utf-8-sig", newline="") as handle:
+    with _open_list(csv_path) as handle:
         records = _records(handle)
         if header is not None:
             next(records)
@@ -189,13 +209,14 @@ def read_annotation_list(csv_path: Path, header: list[str] | None, landmarks: bo
             chunk = list(itertools.islice(records, CHUNK_LINES))
             if not chunk:
                 return
-            fields_ok = [len(fields) == len(names) for _, fields in chunk]
+            text_ok = [_is_text(fields) for _, fields in chunk]
+            fields_ok = [len(fields) == len(names) and text for (_, fields), text in zip(chunk, text_ok)]
             frame = pd.DataFrame(
                 [[fields[i] for i in positions] if ok else [""] * len(positions)
                  for (_, fields), ok in zip(chunk, fields_ok)],
                 columns=wanted, dtype=str,
             )
-            yield frame.assign(line=[line for line, _ in chunk], fields_ok=fields_ok)
+            yield frame.assign(line=[line for line, _ in chunk], fields_ok=fields_ok, text_ok=text_ok)
 
 
 def _looks_like_data(fields: list[str]) -> bool:
@@ -345,7 +366,7 @@ def annotation_rows(frame: pd.DataFrame, csv_name: str, images_dir: Path, bounda
     """
     named = frame["subDirectory_filePath"].astype(str).str.strip()
     absolute = named.str.startswith(os.sep)
-    paths = named.where(absolute, (str(images_dir) + os.sep) + named)
+    paths = named.where(absolute | (named == ""), (str(images_dir) + os.sep) + named)  # a blank one stays blank
     rows = pd.DataFrame(
         {
             "row_id": csv_name + ":" + frame["line"].astype(str),
@@ -363,7 +384,9 @@ def annotation_rows(frame: pd.DataFrame, csv_name: str, images_dir: Path, bounda
     )
     skipped: list[pd.DataFrame] = []
     # First, so that a short row is reported as what it is, not as its first empty field.
-    rows = split_off(rows, ~frame["fields_ok"].to_numpy(), "malformed_row", skipped)
+    text_ok, fields_ok = frame["text_ok"].to_numpy(), frame["fields_ok"].to_numpy()
+    rows = split_off(rows, ~text_ok, "not_text", skipped)
+    rows = split_off(rows, ~fields_ok[text_ok], "malformed_row", skipped)
     rows = split_off(rows, ~inside_root(str(boundary), rows["path"]).to_numpy(), "outside_root", skipped)
     code = rows["expression"]
     valid_code = code.notna() & (code == code.round()) & code.between(0, len(AFFECTNET_EXPRESSIONS) - 1)

@@ -62,6 +62,9 @@ def header_columns(csv_path: Path, first_line: bytes) -> dict[str, int]:
     text = first_line.decode("utf-8-sig", errors="replace").strip()
     if not text:
         raise SourceError(f"{csv_path}: empty file; expected columns {expected}")
+    if not text.isprintable():  # never echo a binary file's bytes to the terminal
+        raise SourceError(f"{csv_path}: line 1 is not UTF-8 text (a binary file, or another encoding); "
+                          f"expected columns {expected}")
     found = [name.strip().strip('"') for name in text.split(",")]
     if not set(REQUIRED_COLUMNS) <= set(found):
         raise SourceError(f"{csv_path}: expected columns {expected}; found {','.join(found)}")
