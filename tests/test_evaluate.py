@@ -52,6 +52,23 @@ def test_evaluate_py_says_in_one_line_which_cache_to_build(tmp_path):
     assert "Traceback" not in output
 
 
+def test_a_missing_cache_of_another_size_than_the_model_s_names_the_model_s(trained, tmp_path):
+    """cache.size left at its default (96 px) for a 48 px model: the size to pass is the model's."""
+    import mlflow
+
+    from affectexp.data.cache import CacheError
+    from affectexp.tasks.evaluate import evaluate
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/another.db")  # as a new process: the run is in logger's store
+
+    _, train_cfg, train_run = trained
+    uri = f"runs:/{train_run.info.run_id}/model"
+    cfg = compose_config("evaluate", tmp_path, [f"model_uri={uri}", f"logger.tracking_uri={train_cfg.logger.tracking_uri}"])
+    with pytest.raises(CacheError, match=rf"^cache.path: {cfg.cache.path} does not exist; {uri} takes 48 px gray "
+                                         r"faces: pass cache.size=48 cache.color=gray"):
+        evaluate(cfg)
+
+
 def eight_class_model(model, five: list[str]):
     """The 5-class model's probabilities placed in AffectNet's 8-class order (anger at 6, not 4):
     a model whose head covers 8 classes, as one trained on AffectNet's 8 would. Contempt, a class

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from affectexp import tracking
 from affectexp.config import EvaluateConfig, check_values
 from affectexp.data.affectnet_layout import NOT_ANNOTATED
-from affectexp.data.cache import FaceCache
+from affectexp.data.cache import CacheError, FaceCache
 from affectexp.data.faces import FaceSpec
 from affectexp.errors import UserInputError
 from affectexp.training.caches import open_cache
@@ -35,8 +35,29 @@ def evaluate(cfg: DictConfig, parent: tracking.Parent | None = None) -> float:
     without class probabilities)."""
     check_values(cfg)
     settings: EvaluateConfig = OmegaConf.to_object(cfg)
-    with open_cache(settings) as cache:
+    with open_model_cache(settings) as cache:
         return evaluate_on_cache(settings, cache, parent)
+
+
+def open_model_cache(settings: EvaluateConfig) -> FaceCache:
+    """The configured cache. Where it does not exist and the model takes faces of another size or
+    colour than cache.size and cache.color say (their defaults, 96 px gray, when not given), the
+    error names the model's: the cache to build is the one the model can be evaluated on."""
+    try:
+        return open_cache(settings)
+    except CacheError as missing:
+        if Path(settings.cache.path).exists():
+            raise
+        try:
+            tracking.configure_logger(settings.logger)  # the store that runs:/ and models:/ URIs name
+            spec = load_face_model(settings.model_uri).face_spec
+        except UserInputError:  # a model_uri that does not load either: the cache's error comes first
+            raise missing from None
+        if spec is None or (spec.size, spec.color) == (settings.cache.size, str(settings.cache.color)):
+            raise
+        raise CacheError(f"cache.path: {settings.cache.path} does not exist; {settings.model_uri} takes "
+                         f"{spec.size} px {spec.color} faces: pass cache.size={spec.size} cache.color={spec.color} "
+                         "(with cache.path where that cache is not at its default path)") from None
 
 
 def evaluate_on_cache(settings: EvaluateConfig, cache: FaceCache, parent: tracking.Parent | None = None) -> float:
