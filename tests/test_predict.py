@@ -208,8 +208,10 @@ def test_a_video_gives_one_row_per_face_per_sampled_frame(trained, model_uri, sy
 
 def test_bad_inputs_are_one_line_errors(trained, model_uri, tmp_path):
     _, cfg, _ = trained
-    result = run_predict(cfg, f"model_uri={model_uri}", f"inputs={tmp_path / 'absent'}")
-    assert result.returncode == 1 and f"inputs: {tmp_path / 'absent'} does not exist" in result.stdout + result.stderr
+    # Checked before the model is loaded: even a model_uri that does not load is not reached.
+    for uri in (model_uri, "runs:/0123456789abcdef/model"):
+        result = run_predict(cfg, f"model_uri={uri}", f"inputs={tmp_path / 'absent'}")
+        assert result.returncode == 1 and f"inputs: {tmp_path / 'absent'} does not exist" in result.stdout + result.stderr
     result = run_predict(cfg, "model_uri=runs:/0123456789abcdef/model", f"inputs={tmp_path}")
     output = result.stdout + result.stderr
     assert result.returncode == 1 and "model_uri: cannot load runs:/0123456789abcdef/model" in output

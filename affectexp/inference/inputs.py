@@ -20,7 +20,7 @@ from affectexp.data.affectnet_layout import (AUTOMATIC_IMAGES_DIR, AUTOMATIC_LIS
 from affectexp.data.faces import FaceError, FaceSpec, load_face, read_image_bytes
 from affectexp.data.labels import AFFECTNET_EXPRESSIONS
 from affectexp.data.sources.affectnet import annotation_rows, list_layout, read_annotation_list
-from affectexp.errors import UserInputError
+from affectexp.errors import ConfigError, UserInputError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
@@ -73,15 +73,22 @@ def default_images_dir(csv_path: Path) -> Path:
     return csv_path.parent
 
 
+def check_inputs(path: str | None) -> Path:
+    """`inputs` as a path, after checking it names something (before any model is loaded)."""
+    if path is None:
+        raise ConfigError("inputs: no value given; pass inputs=<photo, video, folder or .csv list>")
+    if not Path(path).exists():
+        raise UserInputError(f"inputs: {path} does not exist; pass a photo, a video, a folder of them, or an "
+                             "AffectNet-style .csv list")
+    return Path(path)
+
+
 def input_files(path: Path) -> list[Path]:
-    """The photos and videos `path` names: itself, or every one in its folder tree, sorted."""
-    if path.is_file():
-        return [path]
+    """The photos and videos `path` (check_inputs) names: itself, or every one in its folder tree, sorted."""
     if path.is_dir():
         suffixes = IMAGE_SUFFIXES | VIDEO_SUFFIXES
         return sorted(p for p in path.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
-    raise UserInputError(f"inputs: {path} does not exist; pass a photo, a video, a folder of them, or an "
-                         "AffectNet-style .csv list")
+    return [path]
 
 
 def frames(files: list[Path], every_n_frames: int) -> Iterator[Frame | Unreadable]:

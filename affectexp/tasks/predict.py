@@ -34,8 +34,8 @@ from affectexp.data.labels import canonical_name, expression_code_of_name
 from affectexp.errors import ConfigError, UserInputError
 from affectexp.inference.detectors import FaceDetector
 from affectexp.inference.export import export_model
-from affectexp.inference.inputs import (VIDEO_SUFFIXES, Frame, Unreadable, default_images_dir, frames, input_files,
-                                        is_annotation_list, listed_faces, relative_source)
+from affectexp.inference.inputs import (VIDEO_SUFFIXES, Frame, Unreadable, check_inputs, default_images_dir, frames,
+                                        input_files, is_annotation_list, listed_faces, relative_source)
 from affectexp.inference.model import AFFECT_COLUMNS, URI_FORMS, FaceModel, load_face_model
 from affectexp.training.metrics import affect_metrics
 
@@ -82,6 +82,7 @@ def predict(cfg: DictConfig) -> int:
     """predict.py: returns the number of faces written (or 0 after an export)."""
     check_values(cfg)
     config: PredictConfig = OmegaConf.to_object(cfg)
+    inputs = check_inputs(config.inputs) if config.export is None else None
     mlflow.set_tracking_uri(config.logger.tracking_uri)
     model = load_face_model(config.model_uri)
     if model.class_names is None or model.face_spec is None:
@@ -92,9 +93,6 @@ def predict(cfg: DictConfig) -> int:
         log.info("Exported %s as %s: %s (class names and face spec in model.json beside it)", config.model_uri,
                  config.export, path)
         return 0
-    if config.inputs is None:
-        raise ConfigError("inputs: no value given; pass inputs=<photo, video, folder or .csv list>")
-    inputs = Path(config.inputs)
     detector = None if is_annotation_list(inputs) else instantiate(cfg.detector)
     if detector is not None and not isinstance(detector, FaceDetector):
         raise ConfigError(f"detector: {cfg.detector._target_} is not a FaceDetector (affectexp/inference/detectors.py)")
