@@ -33,6 +33,17 @@ def test_metric_names_group_by_split():
     assert tracking.evaluation_metric_name("test", "f1/happy") == "test/f1/happy"
 
 
+@pytest.mark.parametrize("form", ["{}", "file://{}"])
+def test_a_folder_as_the_store_is_one_line_naming_a_store_to_pass(tmp_path, form):
+    from affectexp.errors import ConfigError
+
+    uri = form.format(tmp_path / "runs")
+    with pytest.raises(ConfigError, match=rf"^logger.tracking_uri: {uri} is a folder \(MLflow's file store, which MLflow 3 "
+                                         rf"refuses\); pass a store: sqlite:///{tmp_path}/runs/mlflow.db, or a server's"):
+        tracking.configure(uri, "tracking", str(tmp_path / "artifacts"))
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.fixture
 def store(tmp_path):
     experiment_id = tracking.configure(f"sqlite:///{tmp_path}/mlflow.db", "tracking", str(tmp_path / "artifacts"))

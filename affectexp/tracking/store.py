@@ -6,13 +6,14 @@ import fcntl
 import logging
 import urllib.error
 import urllib.request
+from urllib.parse import urlparse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
 
-from affectexp.errors import UserInputError
+from affectexp.errors import ConfigError, UserInputError
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,12 @@ def configure(tracking_uri: str, experiment_name: str, artifact_location: str) -
     is made absolute, so `mlflow ui` finds the artifacts from any working directory.
     """
     check_reachable(tracking_uri)
+    # MLflow 3 refuses its file store, in a paragraph ("databricks" is a store's name, not a folder)
+    if urlparse(tracking_uri).scheme in ("", "file") and tracking_uri != "databricks":
+        folder = tracking_uri.removeprefix("file://")
+        raise ConfigError(f"logger.tracking_uri: {tracking_uri} is a folder (MLflow's file store, which "
+                          f"MLflow 3 refuses); pass a store: sqlite:///{folder.rstrip('/')}/mlflow.db, "
+                          "or a server's http://host:port")
     tracking_uri = absolute_tracking_uri(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     try:
