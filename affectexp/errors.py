@@ -15,6 +15,11 @@ class ConfigError(UserInputError, ValueError):
     """A config value that type checking cannot catch (an unknown name, an impossible combination)."""
 
 
+# The messages exit_on_user_error reported in this process, for whoever records why it stopped
+# (a sweep's parent run, tasks/sweep.py).
+REPORTED: list[str] = []
+
+
 @contextlib.contextmanager
 def exit_on_user_error() -> Iterator[None]:
     """Turn a UserInputError into a one-line message and exit status 1.
@@ -27,6 +32,7 @@ def exit_on_user_error() -> Iterator[None]:
         if not logging.getLogger().handlers:  # before Hydra has configured logging: its format
             logging.basicConfig(format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
         logging.getLogger("affectexp").error("%s", error)
+        REPORTED.append(str(error))
         raise SystemExit(1) from None
 
 

@@ -89,8 +89,12 @@ def test_multirun_is_one_parent_with_comparable_children(built_cache):
     assert len(sweep_dirs) == 2, "two sweeps shared an output directory"
 
 
-@pytest.mark.parametrize("sweep", ["model.dropout=0.2,high,0.3", "model=simple_cnn,no_such_model"])
-def test_a_sweep_whose_job_cannot_start_ends_its_parent_failed(built_cache, sweep):
+@pytest.mark.parametrize("sweep, why", [
+    ("model.dropout=0.2,high,0.3", "a job stopped: model.dropout: Value 'high' of type 'str' could not be converted"),
+    ("model=simple_cnn,no_such_model", "a job's config could not be composed"),
+    ("optimizer.lr=1e-3,-1", "a job stopped: optimizer.lr: -1; it must be the learning rate"),
+])
+def test_a_sweep_whose_job_cannot_start_ends_its_parent_failed(built_cache, sweep, why):
     root = Path(built_cache[1].paths.root)
     name = "refused_" + sweep.split("=")[0].replace(".", "_")
     process = cli(root, sweep, f"logger.experiment_name={name}", multirun=True)
@@ -99,7 +103,7 @@ def test_a_sweep_whose_job_cannot_start_ends_its_parent_failed(built_cache, swee
     client, runs = runs_of(local_store(built_cache), name)
     [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert parent.info.status == "FAILED", output[-2000:]
-    assert "could not be composed" in parent.data.tags["affectexp.failure"]
+    assert f"the sweep stopped before every job had run: {why}" in parent.data.tags["affectexp.failure"]
     # Hydra checks group choices before the first job, other values as each job starts.
     assert all(r.info.status == "FINISHED" for r in children_of(runs, parent))
 

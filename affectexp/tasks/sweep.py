@@ -108,8 +108,11 @@ class MlflowSweepCallback(Callback):
 
     def _fail_if_unfinished(self, config: DictConfig) -> None:
         if not self._ended:
-            self._terminate_parent(config, "FAILED", "the sweep stopped before every job had run: a job's config "
-                                   "could not be composed or launched (Hydra's message is on the console)")
+            from affectexp.errors import REPORTED
+
+            why = (f"a job stopped: {REPORTED[-1]}" if REPORTED
+                   else "a job's config could not be composed or launched (Hydra's message is on the console)")
+            self._terminate_parent(config, "FAILED", f"the sweep stopped before every job had run: {why}")
 
     @staticmethod
     def _terminate_parent(config: DictConfig, status: str, reason: str | None = None) -> None:
