@@ -123,7 +123,7 @@ def test_no_training_face_is_an_error_and_the_images_added_later_are_used(synthe
     line = the_error_line(run_entry("preprocess.py", preprocess_args(root, work, "num_workers=0")))
     report = cache_path_of(work).with_name("affectnet-gray32-basic5.skipped.csv")
     assert "no training face could be cropped" in line and f"see the skipped-row report {report}" in line
-    assert "main reasons: unreadable_image" in line
+    assert "main reasons rows were skipped: unreadable_image" in line
     assert sorted(p.name for p in (work / "caches").iterdir()) == [report.name]  # no cache, no segments
 
     shutil.copytree(synthetic_root / layout.MANUAL_IMAGES_DIR, images, dirs_exist_ok=True)

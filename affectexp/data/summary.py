@@ -104,9 +104,9 @@ def check_training_faces(summary: PreprocessSummary) -> None:
     main = sorted(summary.skipped.items(), key=lambda item: (-item[1], item[0]))[:3]
     reasons = ", ".join(f"{reason} {count}" for reason, count in main) or "none recorded"
     raise CacheError(
-        f"cache.path: no training face could be cropped from {summary.rows_read} rows, so no cache was written "
-        f"(main reasons: {reasons}); see the skipped-row report {summary.report_path}, then fix dataset.root "
-        "or the faces.* settings"
+        f"cache.path: no training face could be cropped, so no cache was written ({summary.rows_read} rows read "
+        f"from all lists, {summary.faces_written} faces of the other splits; main reasons rows were skipped: "
+        f"{reasons}); see the skipped-row report {summary.report_path}, then fix dataset.root or the faces.* settings"
     )
 
 
