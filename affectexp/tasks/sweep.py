@@ -22,6 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from affectexp import tracking
+from affectexp.errors import REPORTED
 from affectexp.inference.model import register_run_model
 from affectexp.tasks.names import run_name, sweep_name
 from affectexp.training.objectives import objective_metric
@@ -108,8 +109,6 @@ class MlflowSweepCallback(Callback):
 
     def _fail_if_unfinished(self, config: DictConfig) -> None:
         if not self._ended:
-            from affectexp.errors import REPORTED
-
             why = (f"a job stopped: {REPORTED[-1]}" if REPORTED
                    else "a job's config could not be composed or launched (Hydra's message is on the console)")
             self._terminate_parent(config, "FAILED", f"the sweep stopped before every job had run: {why}")
