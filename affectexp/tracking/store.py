@@ -6,10 +6,10 @@ import fcntl
 import logging
 import urllib.error
 import urllib.request
-from urllib.parse import urlparse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlparse
 
 import mlflow
 

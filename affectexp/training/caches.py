@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from affectexp.config import EvaluateConfig, TrainConfig
-from affectexp.data.cache import CacheError, FaceCache, check_not_a_folder
+from affectexp.data.cache import CacheError, FaceCache
 
 
 def preprocess_command(settings: TrainConfig | EvaluateConfig) -> str:
@@ -24,8 +24,7 @@ def open_cache(settings: TrainConfig | EvaluateConfig) -> FaceCache:
     """settings.cache.path, opened; CacheError naming the preprocess.py command when it does not
     exist, or the rebuild when its schema version is not the one this code reads."""
     path = Path(settings.cache.path)
-    check_not_a_folder(path)
-    if not path.is_file():
+    if not path.exists():  # a folder is named as one by FaceCache
         raise CacheError(f"cache.path: {path} does not exist; build it with: {preprocess_command(settings)}")
     return FaceCache(path)
 
